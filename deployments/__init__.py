@@ -1,0 +1,1 @@
+"""Ray Serve deployments: thin actors over the vLLM engine and the routing policies."""

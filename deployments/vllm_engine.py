@@ -1,0 +1,161 @@
+"""One vLLM `AsyncLLM` (v1) engine plus vLLM's own OpenAI chat layer over it.
+
+vLLM already implements the OpenAI chat semantics slm-cascade needs: chat templates, `tools` with
+`tool_choice` auto/required/named (the latter two through guided decoding), `response_format` json_object and
+json_schema, logprobs, usage, SSE streaming and OpenAI-style validation errors. This module builds that layer
+the way `vllm serve` does (its own argument parser, `init_app_state`), as Ray Serve LLM does too, so the
+model-server deployment stays a thin actor and vLLM remains the authority on engine arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from cluster.config import TierConfig
+from cluster.models import resolve_model
+from deployments.tool_choice import rewrite_forced_tool_choice, to_tool_calls
+
+# What slm-cascade relies on from every tier; a tier's engine_args may override them (e.g. a model-specific
+# tool parser on GPU). xgrammar compiles the JSON Schema / tool grammars; compact JSON (no free whitespace)
+# keeps small models from spending their token budget on indentation.
+CASCADE_ENGINE_DEFAULTS: dict[str, Any] = {
+    "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+    "tool_call_parser": "hermes",
+    "enable_auto_tool_choice": True,
+    "disable_log_stats": True,
+}
+
+
+def engine_cli_args(tier: TierConfig) -> list[str]:
+    """The tier as `vllm serve` flags, so vLLM's own parser validates and types every engine argument."""
+    merged = CASCADE_ENGINE_DEFAULTS | dict(tier.engine_args)
+    flags = ["--model", resolve_model(tier.model), "--served-model-name", tier.name]
+    for key, value in merged.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, dict):
+            flags += [flag, json.dumps(value)]
+        elif isinstance(value, list):
+            flags += [flag, *map(str, value)]
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """A non-streamed answer: vLLM's OpenAI body (or error body) and what the engine call took."""
+
+    body: dict[str, Any]
+    engine_s: float
+
+    @property
+    def is_error(self) -> bool:
+        return "error" in self.body
+
+
+class VllmChatEngine:
+    """Owns the engine for one replica; every method is safe to call concurrently."""
+
+    def __init__(self, engine: Any, serving_chat: Any, describe_tools: bool = False) -> None:
+        self._engine = engine
+        self._chat = serving_chat
+        self._describe_tools = describe_tools
+
+    @classmethod
+    async def start(cls, tier: TierConfig) -> VllmChatEngine:
+        from starlette.datastructures import State
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+        from vllm.entrypoints.launchers.cli_args import make_arg_parser
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = make_arg_parser(FlexibleArgumentParser()).parse_args(engine_cli_args(tier))
+        engine = AsyncLLM.from_vllm_config(AsyncEngineArgs.from_cli_args(args).create_engine_config())
+        state = State()
+        await init_app_state(engine, state, args, await engine.get_supported_tasks())
+        return cls(engine, state.openai_serving_chat, tier.describe_tools_in_prompt)
+
+    def _parse(self, body: dict[str, Any]) -> Any:
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+        return ChatCompletionRequest.model_validate(body)
+
+    async def _create(self, body: dict[str, Any]) -> Any:
+        """vLLM's chat call; its validation errors come back as OpenAI error bodies, not exceptions."""
+        from vllm.exceptions import VLLMValidationError
+
+        try:
+            return await self._chat.create_chat_completion(self._parse(body), raw_request=None)
+        except (ValueError, VLLMValidationError) as error:  # pydantic's ValidationError is a ValueError
+            return self._chat.create_error_response(error)
+
+    async def chat(self, body: dict[str, Any]) -> ChatResult:
+        started = time.perf_counter()
+        try:
+            body, forced = rewrite_forced_tool_choice(body, self._describe_tools)
+        except ValueError as error:
+            return ChatResult(self._error_body(error, param="tool_choice"), time.perf_counter() - started)
+        response = (await self._create({**body, "stream": False})).model_dump(exclude_none=True)
+        if forced is not None and "error" not in response:
+            response = to_tool_calls(response, forced)
+        return ChatResult(body=response, engine_s=time.perf_counter() - started)
+
+    def _error_body(self, error: Exception, param: str) -> dict[str, Any]:
+        from vllm.exceptions import VLLMValidationError
+
+        return self._chat.create_error_response(VLLMValidationError(str(error), parameter=param)).model_dump()
+
+    async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[str | dict[str, Any]]:
+        """SSE lines from vLLM; an error before the first token is yielded once as an error body (a dict).
+
+        A forced tool choice is answered whole and sent as one chunk: its arguments are only valid once the
+        guided JSON is complete, which is also when OpenAI's own API delivers them usefully.
+        """
+        if _forced_tools(body):
+            result = await self.chat(body)
+            if result.is_error:
+                yield result.body
+                return
+            for line in completion_as_sse(result.body):
+                yield line
+            return
+        response = await self._create({**body, "stream": True})
+        if not hasattr(response, "__aiter__"):
+            yield response.model_dump(exclude_none=True)
+            return
+        async for line in response:
+            yield line
+
+    async def check_health(self) -> None:
+        """Raises when the engine core is dead, which the replica's health check turns into a restart."""
+        await self._engine.check_health()
+
+    def shutdown(self) -> None:
+        self._engine.shutdown()
+
+
+def _forced_tools(body: dict[str, Any]) -> bool:
+    return bool(body.get("tools")) and body.get("tool_choice") not in (None, "auto", "none")
+
+
+def completion_as_sse(response: dict[str, Any]) -> list[str]:
+    """A finished chat completion as the SSE chunks a streaming client expects."""
+    chunks = []
+    for choice in response["choices"]:
+        delta = {key: value for key, value in choice["message"].items() if value is not None}
+        for index, call in enumerate(delta.get("tool_calls", [])):
+            call["index"] = index
+        chunks.append({"index": choice["index"], "delta": delta, "finish_reason": choice.get("finish_reason")})
+    base = {key: response[key] for key in ("id", "created", "model")}
+    events = [{**base, "object": "chat.completion.chunk", "choices": [chunk]} for chunk in chunks]
+    events.append({**base, "object": "chat.completion.chunk", "choices": [], "usage": response.get("usage")})
+    return [f"data: {json.dumps(event)}\n\n" for event in events] + ["data: [DONE]\n\n"]

@@ -1,0 +1,68 @@
+"""Config validation names the bad field, and the CLI refuses a bad config before starting anything."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cluster.config import ConfigError, load_config, parse_config
+
+CASCADE = str(Path(sys.executable).with_name("cascade"))
+
+
+def _default() -> dict:
+    return load_config().model_dump(mode="json")
+
+
+def test_embedded_default_has_slm_first_and_a_fallback() -> None:
+    config = load_config()
+    assert [tier.name for tier in config.tiers] == ["slm", "fallback"]
+    assert config.default_tier.name == "slm"
+    assert config.tiers[0].price.output_per_1m_usd < config.tiers[1].price.output_per_1m_usd
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda c: c["tiers"][0].update(name="Bad Name"), "tiers.0.name"),
+        (lambda c: c["tiers"][0]["price"].update(input_per_1m_usd=-1), "tiers.0.price.input_per_1m_usd"),
+        (lambda c: c["tiers"][0]["deployment"]["autoscaling"].update(min_replicas=3, max_replicas=2),
+         "tiers.0.deployment.autoscaling"),
+        (lambda c: c["tiers"][1].update(name="slm"), "tiers"),
+        (lambda c: c["gateway"].update(default_tier="missing"), "gateway.default_tier"),
+        (lambda c: c["gateway"].update(port=70000), "gateway.port"),
+        (lambda c: c["tiers"][0]["engine_args"].update(model="other"), "tiers.0"),
+        (lambda c: c["tiers"][0].update(unknown_field=1), "tiers.0.unknown_field"),
+        (lambda c: c.update(tiers=[]), "tiers"),
+    ],
+)
+def test_invalid_config_names_the_bad_field(mutate, field: str) -> None:
+    data = _default()
+    mutate(data)
+    with pytest.raises(ConfigError) as raised:
+        parse_config(data)
+    assert field in str(raised.value)
+
+
+def test_cli_up_rejects_invalid_config_before_starting(tmp_path: Path) -> None:
+    data = _default()
+    data["tiers"][0]["price"]["output_per_1m_usd"] = "cheap"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = subprocess.run([CASCADE, "up", "--config", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "tiers.0.price.output_per_1m_usd" in result.stderr
+    assert "starting Ray" not in result.stderr
+
+
+def test_cli_reports_unreadable_and_non_yaml_files(tmp_path: Path) -> None:
+    missing = subprocess.run([CASCADE, "up", "--config", str(tmp_path / "nope.yaml")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "cannot read config" in missing.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("tiers: [unclosed")
+    result = subprocess.run([CASCADE, "up", "--config", str(broken)], capture_output=True, text=True)
+    assert result.returncode == 2 and "not valid YAML" in result.stderr
