@@ -7,10 +7,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from cluster.config import CascadeConfig
@@ -25,7 +28,10 @@ class ClusterError(RuntimeError):
 
 
 def _ray_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ray", *args], capture_output=True, text=True, check=False)
+    """The `ray` CLI of this interpreter's environment, found without relying on PATH (venv not activated)."""
+    beside = Path(sys.executable).with_name("ray")
+    ray = str(beside) if beside.exists() else shutil.which("ray") or "ray"
+    return subprocess.run([ray, *args], capture_output=True, text=True, check=False)
 
 
 def ray_is_running() -> bool:

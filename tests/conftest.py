@@ -7,7 +7,6 @@ need pure logic never touch it.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,15 +28,12 @@ def cluster() -> Iterator[str]:
     if os.environ.get("CASCADE_TEST_REUSE_CLUSTER") == "1":
         yield BASE_URL
         return
-    if shutil.which("ray", path=str(Path(sys.executable).parent)) is None:
-        pytest.fail("ray CLI not found beside the test interpreter; run `make setup`")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    started = subprocess.run([CASCADE, "up", "--timeout-s", "900"], env=env, text=True, capture_output=True)
+    started = subprocess.run([CASCADE, "up", "--timeout-s", "900"], text=True, capture_output=True)
     if started.returncode != 0:
-        subprocess.run([CASCADE, "down"], env=env, check=False)
+        subprocess.run([CASCADE, "down"], check=False)
         pytest.fail(f"`cascade up` failed:\n{started.stdout}\n{started.stderr[-4000:]}")
     yield BASE_URL
-    subprocess.run([CASCADE, "down"], env=env, check=False, capture_output=True)
+    subprocess.run([CASCADE, "down"], check=False, capture_output=True)
 
 
 @pytest.fixture(scope="session")
