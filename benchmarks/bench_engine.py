@@ -97,11 +97,11 @@ def main() -> None:
     config = load_config(args.config)
     base_url = f"http://{config.gateway.host}:{config.gateway.port}"
     ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
-    tier = serve.get_deployment_handle(tier_deployment_name(config.default_tier.name), config.app_name)
+    tier = serve.get_deployment_handle(tier_deployment_name(config.tiers[0].name), config.app_name)
     tier.chat.remote(_body(PROMPTS[0], True, 8)).result()  # warm-up: first guided request compiles a grammar
     speed = decode_speed(tier, args.rounds, args.max_tokens)
     overhead = gateway_overhead(tier, base_url, args.requests)
-    print(f"\ndecode tokens/s (median, batch 1, max_tokens={args.max_tokens}, tier {config.default_tier.name!r})")
+    print(f"\ndecode tokens/s (median, batch 1, max_tokens={args.max_tokens}, tier {config.tiers[0].name!r})")
     print(f"  unguided {speed['unguided']:8.1f}   guided (json_schema) {speed['guided']:8.1f}   "
           f"ratio guided/unguided {speed['guided'] / speed['unguided']:.2f}")
     print(f"gateway overhead over {args.requests} interleaved pairs (max_tokens=1)")

@@ -6,10 +6,16 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from bench.cli import register as register_bench_commands
+from cluster.calibrate import CalibrateError
 from cluster.config import ConfigError, load_config
+from cluster.k8s import K8sError
 from cluster.local import ClusterError
 from cluster.models import EMBEDDED_MODELS, ModelPreparationError
+from cluster.render import RenderError
+from cluster.report import ReportError
 
 
 def _say(message: str) -> None:
@@ -47,6 +53,24 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from cluster.calibrate import run_calibrate
+
+    print(run_calibrate(args.data, args.min_success_rate, as_json=args.json))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from cluster.report import fetch_report, format_table, plot_report
+
+    config = load_config(args.config)
+    report = fetch_report(args.url or f"http://{config.gateway.host}:{config.gateway.port}")
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    if args.plot:
+        print(f"plot: {plot_report(report, args.plot)}", file=sys.stderr)
+    return 0
+
+
 def _cmd_models_prepare(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -74,6 +98,71 @@ def _cmd_models_list(_: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_render_serve_config(args: argparse.Namespace) -> int:
+    from cluster.render import load_values, serve_config_text, values_config
+
+    config = values_config(load_values(args.values), args.values) if args.values else load_config(args.config)
+    print(serve_config_text(config), end="")
+    return 0
+
+
+def _cmd_render_chart(args: argparse.Namespace) -> int:
+    from cluster.render import render_chart_text
+
+    print(render_chart_text(args.values, release=args.release, namespace=args.namespace), end="")
+    return 0
+
+
+def _cmd_k8s_status(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from cluster.k8s import format_status, get_status
+
+    status = get_status(args.name, args.namespace, kubeconfig=args.kubeconfig, context=args.context)
+    print(json.dumps(asdict(status), indent=2) if args.json else format_status(status))
+    return 0 if status.running else 1
+
+
+def _cmd_k8s_wait(args: argparse.Namespace) -> int:
+    from cluster.k8s import format_status, wait_ready
+
+    def on_poll(status) -> None:
+        _say(f"{status.service_status or 'pending'}: " + ", ".join(f"{a.name}={a.status}" for a in status.applications))
+
+    status = wait_ready(args.name, args.namespace, timeout_s=args.timeout_s, kubeconfig=args.kubeconfig,
+                        context=args.context, on_poll=on_poll)
+    print(format_status(status))
+    return 0
+
+
+def _add_render_commands(commands: argparse._SubParsersAction) -> None:
+    render = commands.add_parser("render", help="print what Kubernetes runs").add_subparsers(dest="what", required=True)
+    serve_cfg = render.add_parser("serve-config", help="the RayService serveConfigV2 for a config (YAML)")
+    source = serve_cfg.add_mutually_exclusive_group()
+    source.add_argument("--config", help="YAML config (default: the embedded default)")
+    source.add_argument("--values", help="a Helm values file: its `cascade:` key")
+    serve_cfg.set_defaults(run=_cmd_render_serve_config)
+    chart = render.add_parser("chart", help="the Helm chart's manifests, rendered by Helm (multi-document YAML)")
+    chart.add_argument("--values", help="Helm values file (default: the chart's values.yaml)")
+    chart.add_argument("--release", default="slm-cascade")
+    chart.add_argument("--namespace", default="default")
+    chart.set_defaults(run=_cmd_render_chart)
+
+
+def _add_k8s_commands(commands: argparse._SubParsersAction) -> None:
+    k8s = commands.add_parser("k8s", help="the RayService in Kubernetes").add_subparsers(dest="action", required=True)
+    for action, help_text, run in (("status", "RayService and Serve application status", _cmd_k8s_status),
+                                   ("wait", "wait until the Serve application is RUNNING", _cmd_k8s_wait)):
+        sub = k8s.add_parser(action, help=help_text)
+        sub.add_argument("--name", default="slm-cascade", help="RayService name (the chart's fullname)")
+        sub.add_argument("--namespace", default="default")
+        sub.add_argument("--kubeconfig", help="default: $KUBECONFIG, ~/.kube/config, else in-cluster")
+        sub.add_argument("--context")
+        sub.set_defaults(run=run)
+    k8s.choices["status"].add_argument("--json", action="store_true")
+    k8s.choices["wait"].add_argument("--timeout-s", type=float, default=1800.0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cascade", description="SLM-first serving cluster for agentic workloads.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -89,11 +178,27 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(run=_cmd_status)
 
+    calibrate = commands.add_parser("calibrate", help="choose the acceptance threshold from labelled outcomes")
+    calibrate.add_argument("--data", required=True, metavar="FILE", help="one LabelledOutcome JSON object per line")
+    calibrate.add_argument("--min-success-rate", type=float, required=True, help="success-rate floor in [0, 1]")
+    calibrate.add_argument("--json", action="store_true", help="print the curve as JSON")
+    calibrate.set_defaults(run=_cmd_calibrate)
+
+    report = commands.add_parser("report", help="CPS, validity, latency and energy from the running gateway")
+    report.add_argument("--config", help="config the cluster was started with (for its address)")
+    report.add_argument("--url", help="gateway base URL (default: from the config)")
+    report.add_argument("--json", action="store_true", help="print the report as JSON")
+    report.add_argument("--plot", type=Path, metavar="PNG", help="also write cost and latency plots")
+    report.set_defaults(run=_cmd_report)
+
     models = commands.add_parser("models", help="embedded model cache").add_subparsers(dest="action", required=True)
     prepare = models.add_parser("prepare", help="convert embedded GGUF models into the cache (idempotent)")
     prepare.add_argument("names", nargs="*", metavar="NAME", help=f"default: all of {sorted(EMBEDDED_MODELS)}")
     prepare.set_defaults(run=_cmd_models_prepare)
     models.add_parser("list", help="embedded models and whether they are prepared").set_defaults(run=_cmd_models_list)
+    _add_render_commands(commands)
+    _add_k8s_commands(commands)
+    register_bench_commands(commands)
     return parser
 
 
@@ -101,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ConfigError, ClusterError, ModelPreparationError) as error:
+    except (ConfigError, ClusterError, ModelPreparationError, CalibrateError, ReportError, RenderError,
+            K8sError) as error:
         _say(str(error))
         return 2
 

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+
+from cluster.telemetry.tracing import TracingSettings
+from policies.confidence import CONFIDENCE_POLICIES
+from policies.routing import DIFFICULTY_PREDICTORS
 
 TIER_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,40}$"
 DEFAULT_MODEL_ALIAS = "cascade"
+DEFAULT_ROUTE = "default"
 
 
 class ConfigError(ValueError):
@@ -79,6 +84,9 @@ class DeploymentOptions(StrictModel):
 
 
 class TierConfig(StrictModel):
+    """A tier served by vLLM engines in this cluster, one Ray Serve deployment."""
+
+    kind: Literal["vllm"] = "vllm"
     name: str = Field(pattern=TIER_NAME_PATTERN, description="Tier name; clients may pass it as `model`.")
     model: str = Field(min_length=1, description="`embedded:NAME`, a local path or a model id vLLM loads.")
     engine_args: dict[str, Any] = Field(
@@ -89,6 +97,10 @@ class TierConfig(StrictModel):
     describe_tools_in_prompt: bool = Field(
         False, description="Add a system message listing the tools, for chat templates that ignore `tools`."
     )
+    energy_model_watts: float = Field(
+        25.0, gt=0, description="Modelled power while a replica works on a request: energy = watts x engine time, "
+        "reported with source `model` (no NVML/RAPL counter is read for it).",
+    )
 
     @model_validator(mode="after")
     def _engine_args_owned_elsewhere(self) -> TierConfig:
@@ -98,13 +110,83 @@ class TierConfig(StrictModel):
         return self
 
 
+class RemoteTierConfig(StrictModel):
+    """A tier behind any OpenAI-compatible endpoint outside the cluster (a hosted LLM, another cluster)."""
+
+    kind: Literal["remote"]
+    name: str = Field(pattern=TIER_NAME_PATTERN)
+    base_url: str = Field(pattern=r"^https?://", description="Endpoint root, e.g. https://api.example.com/v1.")
+    remote_model: str = Field(min_length=1, description="The `model` sent to the endpoint.")
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the API key (a Kubernetes Secret); never the key itself."
+    )
+    price: Price = Field(default_factory=Price)
+    timeout_s: float = Field(60.0, gt=0)
+
+
+def _tier_kind(value: Any) -> str:
+    return value.get("kind", "vllm") if isinstance(value, dict) else getattr(value, "kind", "vllm")
+
+
+AnyTier = Annotated[
+    Annotated[TierConfig, Tag("vllm")] | Annotated[RemoteTierConfig, Tag("remote")], Discriminator(_tier_kind)
+]
+
+
+class JudgeConfig(StrictModel):
+    """A model-based verifier: its own Serve deployment, asking a tier to judge or re-sample the answer."""
+
+    method: Literal["judge", "self_consistency"] = "judge"
+    tier: str = Field(description="The vLLM tier that judges (or draws the extra samples).")
+    samples: int = Field(3, ge=2, le=8, description="Self-consistency: answers drawn to compare with.")
+    pass_score: float = Field(0.5, ge=0, le=1, description="A score below this fails the answer.")
+    timeout_s: float = Field(30.0, gt=0, description="Past this the answer counts as unverified.")
+    deployment: DeploymentOptions = Field(
+        default_factory=lambda: DeploymentOptions(ray_actor_options=RayActorOptions(num_cpus=0.05))
+    )
+
+
+class DifficultyConfig(StrictModel):
+    predictor: str = Field("constant", description="Pre-routing predictor, one of policies.routing's registry.")
+    hard_threshold: float = Field(0.8, ge=0, le=1, description="At or above this, start on the second tier.")
+
+
+class RouteConfig(StrictModel):
+    """A named task type: which tiers it may use and how sure an answer must be to stop."""
+
+    name: str = Field(pattern=TIER_NAME_PATTERN)
+    tiers: list[str] = Field(default_factory=list, description="Tier names, cheapest first; empty: all tiers.")
+    threshold: float = Field(0.0, ge=0, le=1, description="Confidence below this escalates (calibrate it).")
+    confidence_policy: str = Field("verifier_gated", description="One of policies.confidence's registry.")
+    max_repairs: int = Field(1, ge=0, le=3, description="Same-tier retries with the verifier's reasons.")
+    budget_usd: float | None = Field(None, ge=0, description="Spend cap per request; None: no cap.")
+    judge: JudgeConfig | None = None
+    difficulty: DifficultyConfig = Field(default_factory=DifficultyConfig)
+    tool_execution: Literal["client", "server"] = Field(
+        "client", description="server: validated calls to registered tools run in the gateway."
+    )
+    verifier_timeout_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _known_policies(self) -> RouteConfig:
+        if self.confidence_policy not in CONFIDENCE_POLICIES:
+            raise ValueError(f"confidence_policy {self.confidence_policy!r} not in {sorted(CONFIDENCE_POLICIES)}")
+        if self.difficulty.predictor not in DIFFICULTY_PREDICTORS:
+            raise ValueError(f"difficulty.predictor {self.difficulty.predictor!r} not in {sorted(DIFFICULTY_PREDICTORS)}")
+        return self
+
+
 class GatewayConfig(StrictModel):
     host: str = Field("127.0.0.1", description="Address the HTTP proxy binds.")
     port: int = Field(8000, ge=1, le=65535)
-    default_tier: str | None = Field(None, description="Tier that serves model `cascade`; first tier if unset.")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Larger request bodies get 413.")
     max_tokens_limit: int = Field(4096, ge=1, description="Upper bound a client may ask for in max_tokens.")
     request_timeout_s: float = Field(120.0, gt=0, description="Deadline for one tier call.")
+    tools: list[str] = Field(
+        default_factory=list, description="`module:function` paths of tools the gateway may execute (server mode)."
+    )
+    tool_timeout_s: float = Field(5.0, gt=0, description="Deadline for one server-side tool execution.")
+    telemetry: TracingSettings = Field(default_factory=TracingSettings)
     deployment: DeploymentOptions = Field(
         default_factory=lambda: DeploymentOptions(
             ray_actor_options=RayActorOptions(num_cpus=0.1), max_ongoing_requests=64, max_queued_requests=256
@@ -114,35 +196,56 @@ class GatewayConfig(StrictModel):
 
 class CascadeConfig(StrictModel):
     app_name: str = Field("slm-cascade", pattern=r"^[a-z0-9][a-z0-9-]*$")
-    tiers: list[TierConfig] = Field(min_length=1, description="Model tiers, cheapest first.")
+    tiers: list[AnyTier] = Field(min_length=1, description="Model tiers, cheapest first.")
+    routes: list[RouteConfig] = Field(
+        default_factory=lambda: [RouteConfig(name=DEFAULT_ROUTE)], description="Task types; `default` must exist."
+    )
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> CascadeConfig:
         names = [tier.name for tier in self.tiers]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"tiers: duplicate tier names {duplicates}")
+        _no_duplicates("tiers", names)
         if DEFAULT_MODEL_ALIAS in names:
-            raise ValueError(f"tiers: {DEFAULT_MODEL_ALIAS!r} is reserved for the default route")
-        if self.gateway.default_tier is not None and self.gateway.default_tier not in names:
-            raise ValueError(f"gateway.default_tier: {self.gateway.default_tier!r} is not one of {names}")
+            raise ValueError(f"tiers: {DEFAULT_MODEL_ALIAS!r} is reserved for the cascade itself")
+        _no_duplicates("routes", [route.name for route in self.routes])
+        if DEFAULT_ROUTE not in {route.name for route in self.routes}:
+            raise ValueError(f"routes: a route named {DEFAULT_ROUTE!r} is required")
+        vllm_names = {tier.name for tier in self.vllm_tiers}
+        for route in self.routes:
+            unknown = [name for name in route.tiers if name not in names]
+            if unknown:
+                raise ValueError(f"routes.{route.name}.tiers: unknown tiers {unknown}; known: {names}")
+            if route.judge is not None and route.judge.tier not in vllm_names:
+                raise ValueError(f"routes.{route.name}.judge.tier: {route.judge.tier!r} is not a vLLM tier")
         return self
 
     @property
-    def default_tier(self) -> TierConfig:
-        name = self.gateway.default_tier or self.tiers[0].name
-        return self.tier(name)
+    def vllm_tiers(self) -> list[TierConfig]:
+        return [tier for tier in self.tiers if isinstance(tier, TierConfig)]
 
-    def tier(self, name: str) -> TierConfig:
+    def tier(self, name: str) -> TierConfig | RemoteTierConfig:
         return next(tier for tier in self.tiers if tier.name == name)
+
+    def route(self, name: str) -> RouteConfig:
+        return next(route for route in self.routes if route.name == name)
+
+    def route_tiers(self, route: RouteConfig) -> list[str]:
+        return route.tiers or [tier.name for tier in self.tiers]
+
+
+def _no_duplicates(field: str, names: list[str]) -> None:
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"{field}: duplicate names {duplicates}")
 
 
 def _format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"invalid config {source}:"]
     for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  {location}: {item['msg']}")
+        # Tagged unions add the tag ("vllm", "remote") to the location; users think in list positions.
+        parts = [str(part) for part in item["loc"] if part not in ("vllm", "remote")]
+        lines.append(f"  {'.'.join(parts) or '(config)'}: {item['msg']}")
     return "\n".join(lines)
 
 

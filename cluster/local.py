@@ -50,7 +50,7 @@ def start_ray_head(num_cpus: int | None = None) -> None:
 
 def ensure_models(config: CascadeConfig, progress: Callable[[str], None]) -> None:
     """Prepare any embedded model the config names that is not in the cache yet."""
-    for tier in config.tiers:
+    for tier in config.vllm_tiers:
         if tier.model.startswith(EMBEDDED_PREFIX):
             name = tier.model.removeprefix(EMBEDDED_PREFIX)
             if not is_prepared(name):

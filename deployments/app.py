@@ -8,6 +8,7 @@ from ray.serve import Application
 
 from cluster.config import CascadeConfig, parse_config
 from deployments.gateway import Gateway
+from deployments.judge import JudgeVerifier
 from deployments.model_server import ModelServer
 
 IMPORT_PATH = "deployments.app:build_app"
@@ -17,14 +18,49 @@ def tier_deployment_name(tier_name: str) -> str:
     return f"tier-{tier_name}"
 
 
+def judge_deployment_name(route_name: str) -> str:
+    return f"judge-{route_name}"
+
+
 def build_app(args: dict[str, Any]) -> Application:
     """`args` is a CascadeConfig as a dict (what a RayService's serveConfigV2 passes)."""
     config: CascadeConfig = parse_config(args, "serve application args")
     tiers = {
         tier.name: ModelServer.options(name=tier_deployment_name(tier.name), **tier.deployment.to_serve()).bind(
-            tier.model_dump(mode="json")
+            tier.model_dump(mode="json"), config.gateway.telemetry.model_dump(mode="json")
         )
-        for tier in config.tiers
+        for tier in config.vllm_tiers
+    }
+    judges = {
+        route.name: JudgeVerifier.options(name=judge_deployment_name(route.name), **route.judge.deployment.to_serve())
+        .bind(route.judge.model_dump(mode="json"), tiers[route.judge.tier])
+        for route in config.routes
+        if route.judge is not None
     }
     gateway = Gateway.options(name="gateway", **config.gateway.deployment.to_serve())
-    return gateway.bind(config.model_dump(mode="json"), tiers)
+    return gateway.bind(config.model_dump(mode="json"), tiers, judges)
+
+
+def serve_config(config: CascadeConfig, http_host: str = "0.0.0.0") -> dict[str, Any]:
+    """The Serve config (RayService `serveConfigV2`) for a config: one application, built by `build_app`.
+
+    Deployment options are listed as well as passed in `args`, so `serve status` and KubeRay show them; both
+    come from the same config, so they cannot disagree.
+    """
+    deployments = [{"name": "gateway", **config.gateway.deployment.to_serve()}]
+    deployments += [{"name": tier_deployment_name(t.name), **t.deployment.to_serve()} for t in config.vllm_tiers]
+    deployments += [
+        {"name": judge_deployment_name(r.name), **r.judge.deployment.to_serve()} for r in config.routes if r.judge
+    ]
+    return {
+        "http_options": {"host": http_host, "port": config.gateway.port},
+        "applications": [
+            {
+                "name": config.app_name,
+                "import_path": IMPORT_PATH,
+                "route_prefix": "/",
+                "args": config.model_dump(mode="json"),
+                "deployments": deployments,
+            }
+        ],
+    }

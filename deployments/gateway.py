@@ -2,7 +2,8 @@
 
 HTTP and DeploymentHandle callers share one code path (`chat` / `chat_stream`), so both get the same
 validation, errors and `cascade` report. Checks that need no model (unknown model, token limits, invalid JSON
-Schemas) run here, before a request costs an engine anything.
+Schemas) run here, before a request costs an engine anything. Model `cascade` runs the request's route
+through the cascade; a tier's name runs that tier alone (still verified and reported, never escalated).
 """
 
 from __future__ import annotations
@@ -17,10 +18,21 @@ from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from cluster.config import DEFAULT_MODEL_ALIAS, CascadeConfig, TierConfig
+from cluster.config import DEFAULT_MODEL_ALIAS, DEFAULT_ROUTE, CascadeConfig, RemoteTierConfig, RouteConfig
+from cluster.telemetry import semconv
+from cluster.telemetry.accounting import UnknownRequestError
+from cluster.telemetry.metrics import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
+from cluster.telemetry.service import GatewayTelemetry
+from cluster.telemetry.tracing import extract_context
+from deployments.cascade import CascadeResult, CascadeRunner, Tier
+from deployments.judge import JudgeClient
 from deployments.protocol import ChatRequest, GatewayError
+from deployments.remote_tier import RemoteTierClient
 from deployments.tier_client import TierClient
-from policies.cost import TierPrice, attempt_cost
+from deployments.tool_execution import execute_tool_calls
+from deployments.vllm_engine import completion_as_sse
+from policies.cost import TierPrice
+from policies.tool_registry import load_registry
 from policies.verifiers import InvalidSchemaError, SchemaVerifier, validate_tool_schemas
 
 api = FastAPI(title="slm-cascade", description="OpenAI-compatible gateway of an SLM-first serving cluster.")
@@ -57,8 +69,40 @@ async def read_json_body(request: Request, max_bytes: int) -> Any:
         raise GatewayError(400, f"request body is not valid JSON: {error}", code="invalid_json") from None
 
 
+def _response_body(request: ChatRequest, result: CascadeResult) -> dict[str, Any]:
+    """The final attempt's OpenAI body with the cascade report; logprobs only if the client asked for them."""
+    attempt = result.final
+    if attempt.result is None:  # every attempt failed at the tier: nothing to return but the error
+        raise attempt.error
+    body = dict(attempt.result.body)
+    body["choices"] = [{**choice, "logprobs": _client_logprobs(request, choice.get("logprobs"))}
+                       for choice in body["choices"]]
+    body["cascade"] = result.report()
+    return body
+
+
+def _client_logprobs(request: ChatRequest, logprobs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The cascade always asks tiers for top-k logprobs; the client gets what it asked for, or none."""
+    extra = request.model_extra or {}
+    if not extra.get("logprobs") or logprobs is None:
+        return None
+    keep = extra.get("top_logprobs") or 0
+    return {"content": [{**token, "top_logprobs": token.get("top_logprobs", [])[:keep]}
+                        for token in logprobs.get("content") or []]}
+
+
+def _report_headers(report: dict[str, Any]) -> dict[str, str]:
+    return {
+        "x-cascade-final-tier": report["final_tier"],
+        "x-cascade-tiers-tried": ",".join(report["tiers_tried"]),
+        "x-cascade-verified": str(report["verified"]).lower(),
+        "x-cascade-escalation-reason": report["escalation_reason"] or "none",
+        "x-cascade-cost-usd": f"{report['cost_usd']:.10f}",
+    }
+
+
 async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
-    """Serve's ingress pickles this class at decoration time: helpers it uses must be defined above it."""
+    """Serve's ingress pickles the class below at decoration time: the helpers it uses must come before it."""
     yield first
     async for line in rest:
         yield line
@@ -67,27 +111,95 @@ async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
 @serve.deployment
 @serve.ingress(api)
 class Gateway:
-    def __init__(self, config: dict[str, Any], tier_handles: dict[str, DeploymentHandle]) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        tier_handles: dict[str, DeploymentHandle],
+        judge_handles: dict[str, DeploymentHandle],
+    ) -> None:
         self.config = CascadeConfig.model_validate(config)
         timeout_s = self.config.gateway.request_timeout_s
-        self.tiers = {name: TierClient(name, handle, timeout_s) for name, handle in tier_handles.items()}
+        tiers: dict[str, Tier] = {}
+        for tier in self.config.tiers:
+            backend = (
+                RemoteTierClient(tier)
+                if isinstance(tier, RemoteTierConfig)
+                else TierClient(tier.name, tier_handles[tier.name], timeout_s)
+            )
+            tiers[tier.name] = Tier(backend, TierPrice(tier.price.input_per_1m_usd, tier.price.output_per_1m_usd))
+        self.tiers = tiers
+        self.tool_registry = load_registry(self.config.gateway.tools)
+        self.telemetry = GatewayTelemetry.start(self.config.gateway.telemetry)
+        tracer = self.telemetry.tracer
+        self.routes = {
+            route.name: CascadeRunner(
+                route,
+                [tiers[name] for name in self.config.route_tiers(route)],
+                JudgeClient(judge_handles[route.name]) if route.name in judge_handles else None,
+                tracer,
+            )
+            for route in self.config.routes
+        }
+        # A tier addressed by name is a one-tier route: verified and reported, never escalated, never repaired.
+        self.single_tier = {
+            name: CascadeRunner(RouteConfig(name=name, tiers=[name], max_repairs=0), [tier], tracer=tracer)
+            for name, tier in tiers.items()
+        }
 
     # ---- Python entry points (DeploymentHandle) -------------------------------------------------------
 
-    async def chat(self, request: ChatRequest | dict[str, Any]) -> dict[str, Any]:
-        """One chat completion; the OpenAI response body plus a `cascade` report of what happened."""
-        parsed = self._validate(request)
-        tier = self._select_tier(parsed)
-        result = await self.tiers[tier.name].chat(parsed.tier_body(tier.name))
-        body = dict(result.body)  # `model` names the tier that answered, as OpenAI names the snapshot
-        body["cascade"] = self._report(tier, body.get("usage", {}), result.engine_s)
-        return body
+    async def chat(
+        self,
+        request: ChatRequest | dict[str, Any],
+        route: str | None = None,
+        trace_context: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One chat completion; the OpenAI response body plus a `cascade` report of what happened.
 
-    async def chat_stream(self, request: ChatRequest | dict[str, Any]) -> AsyncIterator[str]:
-        """The same request as SSE lines (`data: {...}` chunks, then `data: [DONE]`)."""
+        `trace_context` carries a W3C `traceparent` (HTTP callers: the request headers), so the request's
+        spans join the caller's trace.
+        """
         parsed = self._validate(request)
-        tier = self._select_tier(parsed)
-        async for line in self.tiers[tier.name].chat_stream(parsed.tier_body(tier.name)):
+        runner = self._runner(parsed, route)
+        context = extract_context(trace_context or {})
+        with self.telemetry.tracer.start_as_current_span(semconv.SPAN_REQUEST, context=context) as span:
+            span.set_attributes({semconv.CASCADE_ROUTE: runner.route.name, semconv.GEN_AI_OPERATION_NAME: "chat",
+                                 semconv.GEN_AI_REQUEST_MODEL: parsed.model})
+            try:
+                result = await runner.run(parsed)
+                body = _response_body(parsed, result)
+            except GatewayError as error:
+                span.set_attributes({semconv.CASCADE_OUTCOME: "failure", semconv.ERROR_TYPE: error.code or "error"})
+                raise
+            report = body["cascade"]
+            report["request_id"] = body["id"]
+            if runner.route.tool_execution == "server":
+                report["tool_results"] = await execute_tool_calls(
+                    self.tool_registry, body["choices"][0]["message"], self.config.gateway.tool_timeout_s,
+                    self.telemetry.tracer,
+                )
+            span.set_attributes({
+                semconv.CASCADE_REQUEST_ID: body["id"],
+                semconv.CASCADE_OUTCOME: "success" if report["verified"] else "failure",
+                semconv.CASCADE_ESCALATED: len(set(report["tiers_tried"])) > 1,
+                semconv.CASCADE_TIERS_TRIED: report["tiers_tried"],
+                semconv.CASCADE_ESCALATION_REASON: report["escalation_reason"] or "",
+            })
+            return body
+
+    async def chat_stream(self, request: ChatRequest | dict[str, Any], route: str | None = None) -> AsyncIterator[str]:
+        """The same request as SSE lines (`data: {...}` chunks, then `data: [DONE]`).
+
+        A tier addressed by name streams token by token. The cascade must verify a whole answer before it
+        commits to it, so model `cascade` sends the accepted answer as chunks once it has one.
+        """
+        parsed = self._validate(request)
+        tier = self.tiers.get(parsed.model)
+        if tier is not None and isinstance(tier.backend, TierClient):
+            async for line in tier.backend.chat_stream(parsed.tier_body(tier.name)):
+                yield line
+            return
+        for line in completion_as_sse(await self.chat(parsed, route)):
             yield line
 
     # ---- HTTP routes ------------------------------------------------------------------------------------
@@ -96,27 +208,41 @@ class Gateway:
     async def http_chat(self, request: Request) -> Response:
         payload = await read_json_body(request, self.config.gateway.max_body_bytes)
         parsed = self._validate(payload)
+        route = request.headers.get("x-cascade-route")
         if not parsed.stream:
-            body = await self.chat(parsed)
-            report = body["cascade"]
-            headers = {
-                "x-cascade-final-tier": report["final_tier"],
-                "x-cascade-tiers-tried": ",".join(report["tiers_tried"]),
-                "x-cascade-cost-usd": f"{report['cost_usd']:.10f}",
-            }
-            return JSONResponse(body, headers=headers)
-        lines = self.chat_stream(parsed)
+            body = await self.chat(parsed, route, dict(request.headers))
+            return JSONResponse(body, headers=_report_headers(body["cascade"]))
+        lines = self.chat_stream(parsed, route)
         first = await anext(lines)  # errors before the first token still get their own status code
-        return StreamingResponse(
-            _prepend(first, lines),
-            media_type="text/event-stream",
-            headers={"x-cascade-final-tier": self._select_tier(parsed).name},
-        )
+        return StreamingResponse(_prepend(first, lines), media_type="text/event-stream")
 
     @api.get("/v1/models")
     async def http_models(self) -> dict[str, Any]:
-        ids = [DEFAULT_MODEL_ALIAS, *(tier.name for tier in self.config.tiers)]
+        ids = [DEFAULT_MODEL_ALIAS, *self.tiers]
         return {"object": "list", "data": [{"id": i, "object": "model", "owned_by": "slm-cascade"} for i in ids]}
+
+    @api.get("/v1/cascade/report")
+    async def http_report(self) -> dict[str, Any]:
+        """This replica's accounting over its sliding window: CPS, rates, latency, tokens, energy and source."""
+        return self.telemetry.report()
+
+    @api.post("/v1/cascade/feedback/{request_id}")
+    async def http_feedback(self, request_id: str, request: Request) -> dict[str, Any]:
+        """A client reports the real outcome of a request (e.g. the tool call did the job) after the fact."""
+        payload = await read_json_body(request, 4096)
+        success = payload.get("success") if isinstance(payload, dict) else None
+        if not isinstance(success, bool):
+            raise GatewayError(400, "body must be {\"success\": true|false}", param="success", code="invalid_value")
+        try:
+            self.telemetry.accounting.record_feedback(request_id, success)
+        except UnknownRequestError:
+            raise GatewayError(404, f"request {request_id!r} is unknown or has left the accounting window",
+                               param="request_id", code="request_not_found") from None
+        return {"request_id": request_id, "success": success}
+
+    @api.get("/metrics")
+    async def http_metrics(self) -> Response:
+        return Response(self.telemetry.metrics_text(), media_type=PROMETHEUS_CONTENT_TYPE)
 
     @api.get("/healthz")
     async def http_health(self) -> dict[str, str]:
@@ -134,6 +260,11 @@ class Gateway:
                 raise GatewayError.from_validation(error) from None
         else:
             raise GatewayError(400, "request body must be a JSON object", code="invalid_value")
+        if parsed.model != DEFAULT_MODEL_ALIAS and parsed.model not in self.tiers:
+            known = ", ".join([DEFAULT_MODEL_ALIAS, *self.tiers])
+            raise GatewayError(
+                404, f"model {parsed.model!r} does not exist; known: {known}", param="model", code="model_not_found"
+            )
         limit = self.config.gateway.max_tokens_limit
         requested = parsed.requested_max_tokens
         if requested is not None and requested > limit:
@@ -151,26 +282,13 @@ class Gateway:
             raise GatewayError(400, str(error), param="tools", code="invalid_schema") from None
         return parsed
 
-    def _select_tier(self, request: ChatRequest) -> TierConfig:
-        """The seam the cascade router replaces: `cascade` -> default tier, a tier name -> that tier."""
-        if request.model == DEFAULT_MODEL_ALIAS:
-            return self.config.default_tier
-        if request.model in self.tiers:
-            return self.config.tier(request.model)
-        known = ", ".join([DEFAULT_MODEL_ALIAS, *self.tiers])
-        raise GatewayError(
-            404, f"model {request.model!r} does not exist; known: {known}", param="model", code="model_not_found"
-        )
-
-    def _report(self, tier: TierConfig, usage: dict[str, Any], engine_s: float) -> dict[str, Any]:
-        price = TierPrice(tier.price.input_per_1m_usd, tier.price.output_per_1m_usd)
-        cost = attempt_cost(price, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
-        return {
-            "tiers_tried": [tier.name],
-            "final_tier": tier.name,
-            "confidence": None,
-            "verifier_scores": {},
-            "escalation_reason": None,
-            "cost_usd": cost,
-            "engine_ms": round(engine_s * 1000, 2),
-        }
+    def _runner(self, request: ChatRequest, route: str | None) -> CascadeRunner:
+        if request.model != DEFAULT_MODEL_ALIAS:
+            return self.single_tier[request.model]
+        name = route or request.route or DEFAULT_ROUTE
+        if name not in self.routes:
+            raise GatewayError(
+                400, f"route {name!r} does not exist; known: {', '.join(self.routes)}", param="route",
+                code="route_not_found",
+            )
+        return self.routes[name]

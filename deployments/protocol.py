@@ -108,6 +108,7 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     stream: bool = False
+    route: str | None = Field(None, description="slm-cascade: the route (task type); also header x-cascade-route.")
 
     @property
     def response_schema(self) -> dict[str, Any] | None:
@@ -121,6 +122,6 @@ class ChatRequest(BaseModel):
 
     def tier_body(self, tier_name: str) -> dict[str, Any]:
         """The body sent to a tier: the client's request, addressed to the tier's served model name."""
-        body = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        body = self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"route"})
         body["model"] = tier_name
         return body

@@ -15,6 +15,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
+from cluster.telemetry.tracing import inject_context
 from deployments.protocol import GatewayError
 from deployments.vllm_engine import ChatResult
 
@@ -44,7 +45,8 @@ class TierClient:
         try:
             # wait_for cancels the Serve request on expiry; Serve propagates that to the replica and vLLM
             # aborts the request, so an expired deadline frees the engine too.
-            result: ChatResult = await asyncio.wait_for(self._handle.chat.remote(body), self._timeout_s)
+            call = self._handle.chat.remote(body, inject_context())  # the model server's span joins this trace
+            result: ChatResult = await asyncio.wait_for(call, self._timeout_s)
         except Exception as error:
             raise _as_gateway_error(self.name, error, self._timeout_s) from error
         if result.is_error:

@@ -51,10 +51,15 @@ def engine_cli_args(tier: TierConfig) -> list[str]:
 
 @dataclass(frozen=True)
 class ChatResult:
-    """A non-streamed answer: vLLM's OpenAI body (or error body) and what the engine call took."""
+    """A non-streamed answer: vLLM's OpenAI body (or error body), what the engine call took, and its energy.
+
+    `energy_source` says how `energy_j` was obtained: `nvml` or `rapl` (metered) or `model` (estimated).
+    """
 
     body: dict[str, Any]
     engine_s: float
+    energy_j: float | None = None
+    energy_source: str | None = None
 
     @property
     def is_error(self) -> bool:

@@ -21,7 +21,7 @@ def _default() -> dict:
 def test_embedded_default_has_slm_first_and_a_fallback() -> None:
     config = load_config()
     assert [tier.name for tier in config.tiers] == ["slm", "fallback"]
-    assert config.default_tier.name == "slm"
+    assert config.route_tiers(config.route("default")) == ["slm", "fallback"]
     assert config.tiers[0].price.output_per_1m_usd < config.tiers[1].price.output_per_1m_usd
 
 
@@ -33,7 +33,16 @@ def test_embedded_default_has_slm_first_and_a_fallback() -> None:
         (lambda c: c["tiers"][0]["deployment"]["autoscaling"].update(min_replicas=3, max_replicas=2),
          "tiers.0.deployment.autoscaling"),
         (lambda c: c["tiers"][1].update(name="slm"), "tiers"),
-        (lambda c: c["gateway"].update(default_tier="missing"), "gateway.default_tier"),
+        (lambda c: c["routes"][0].update(tiers=["slm", "gpt-9"]), "routes.default.tiers"),
+        (lambda c: c["routes"][0].update(name="other"), "a route named 'default' is required"),
+        (lambda c: c["routes"][0].update(threshold=1.5), "routes.0.threshold"),
+        (lambda c: c["routes"][0].update(confidence_policy="vibes"), "confidence_policy 'vibes'"),
+        (lambda c: c["routes"].append(dict(c["routes"][0])), "routes: duplicate names"),
+        (lambda c: c["tiers"].append({"kind": "remote", "name": "llm", "base_url": "ftp://x", "remote_model": "m"}),
+         "tiers.2.base_url"),
+        (lambda c: c["tiers"].append({"kind": "remote", "name": "llm", "base_url": "https://x/v1",
+                                      "remote_model": "m", "api_key": "sk-secret"}), "tiers.2.api_key"),
+        (lambda c: c["routes"][0].update(judge={"tier": "nope"}), "routes.default.judge.tier"),
         (lambda c: c["gateway"].update(port=70000), "gateway.port"),
         (lambda c: c["tiers"][0]["engine_args"].update(model="other"), "tiers.0"),
         (lambda c: c["tiers"][0].update(unknown_field=1), "tiers.0.unknown_field"),

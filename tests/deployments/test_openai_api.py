@@ -39,7 +39,7 @@ TIME_TOOL = {
 
 def test_models_lists_default_alias_and_every_tier(openai_client) -> None:
     ids = {model.id for model in openai_client.models.list()}
-    assert ids == {"cascade", "slm", "fallback"}
+    assert ids == {"cascade", "slm", "fallback", "remote-llm"}
 
 
 def test_plain_chat_returns_text_usage_and_cascade_report(openai_client) -> None:
@@ -62,9 +62,9 @@ def test_logprobs_are_returned_per_generated_token(openai_client) -> None:
     assert all(token.logprob <= 0 and len(token.top_logprobs) == 2 for token in tokens)
 
 
-def test_streaming_yields_chunks_that_concatenate_to_the_answer(openai_client) -> None:
+def test_tier_streaming_yields_chunks_that_concatenate_to_the_answer(openai_client) -> None:
     stream = openai_client.chat.completions.create(
-        model="cascade", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=10, stream=True
+        model="slm", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=10, stream=True
     )
     pieces = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
     assert len(pieces) > 1

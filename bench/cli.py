@@ -1,0 +1,162 @@
+"""`cascade bench ...` and `cascade simulate-llm`: argument parsing over bench's functions.
+
+`register(commands)` adds both to the `cascade` parser. Each handler maps bench's own errors to a one-line
+message and exit status 2, so an unreachable endpoint or an unknown category never prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.bfcl import CATEGORIES, BenchDataError, load_cases
+from bench.load import LoadError
+from bench.runner import POLICIES, BenchError
+
+__all__ = ["register"]
+
+DEFAULT_URL = "http://127.0.0.1:8000/v1"
+_ERRORS = (BenchError, BenchDataError, LoadError)
+
+
+def _say(message: str) -> None:
+    print(f"cascade: {message}", file=sys.stderr, flush=True)
+
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _guarded(handler: Handler) -> Handler:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except _ERRORS as error:
+            _say(str(error))
+            return 2
+        except KeyboardInterrupt:
+            _say("interrupted; partial results were kept")
+            return 130
+    return run
+
+
+@_guarded
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bench.runner import run_bench
+
+    report = run_bench(args.url, args.category, args.limit, args.policies.split(","), args.concurrency, args.out,
+                       guided=not args.no_guided, llm_tier=args.llm_tier, simulated_tiers=args.simulated_tier,
+                       sweep_min_success_rate=args.min_success_rate if args.sweep_thresholds else None)
+    for label, figures in report["policies"].items():
+        print(f"{label:<24} n={figures['n']:<4} success={figures['success_rate']:.1%} cps={figures['cps']}")
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+@_guarded
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import write_report
+
+    if not (Path(args.out) / "records.jsonl").exists():
+        raise BenchError(f"no records.jsonl in {args.out}; run `cascade bench run --out {args.out}` first")
+    write_report(args.out, args.min_success_rate if args.sweep_thresholds else None)
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def _replica_reader() -> Callable[[], dict[str, int]]:
+    from cluster.local import status
+
+    def read() -> dict[str, int]:
+        apps = status()["applications"].values()
+        return {name: d["replicas"].get("RUNNING", 0) for app in apps for name, d in app["deployments"].items()}
+    return read
+
+
+@_guarded
+def _cmd_load(args: argparse.Namespace) -> int:
+    from bench.load import require_loopback, run_load
+    from bench.runner import parse_policies, request_body
+
+    require_loopback(args.url)
+    policy = parse_policies([args.policy])[0]
+    bodies = [request_body(case, policy, guided=True) for case in load_cases(args.category, args.limit)]
+    levels = [int(level) for level in args.concurrency.split(",")]
+    headers = {"x-cascade-route": policy.route} if policy.route else {}
+    report = asyncio.run(run_load(args.url, bodies, levels, args.requests, args.max_duration_s,
+                                  _replica_reader() if args.watch_replicas else None, headers=headers))
+    text = json.dumps(report.to_dict(), indent=2)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+@_guarded
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from bench.simulated_llm import SimulatedLLM, serve
+
+    cases = [case for category in args.category or ["simple_python"] for case in load_cases(category, args.limit)]
+    try:
+        sim = SimulatedLLM(cases, args.accuracy, args.seed, args.latency_median_ms, args.latency_sigma)
+    except ValueError as error:
+        raise BenchError(str(error)) from None
+    _say(f"simulated LLM (figures are simulated) on http://{args.host}:{args.port}/v1, {len(cases)} cases, "
+         f"accuracy {args.accuracy}")
+    serve(sim, args.host, args.port)
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"OpenAI base URL (default {DEFAULT_URL})")
+    parser.add_argument("--category", default="simple_python", choices=list(CATEGORIES))
+    parser.add_argument("--limit", type=int, help="first N cases (default: all)")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add `bench {run,report,load}` and `simulate-llm` to the `cascade` command's subparsers."""
+    bench = commands.add_parser("bench", help="BFCL tool-calling benchmark, threshold sweep, load test")
+    actions = bench.add_subparsers(dest="action", required=True)
+
+    run = actions.add_parser("run", help="send BFCL cases through each policy; write report.json/.md and plots")
+    _common(run)
+    run.add_argument("--policies", default="slm-only,llm-only,cascade",
+                     help=f"comma-separated, of {', '.join(POLICIES)}; cascade:ROUTE picks a route")
+    run.add_argument("--concurrency", type=int, default=2)
+    run.add_argument("--out", default="bench-out", help="folder for records.jsonl and the report")
+    run.add_argument("--no-guided", action="store_true", help="tool_choice auto, tools described in the prompt")
+    run.add_argument("--llm-tier", default="fallback", help="tier the llm-only policy addresses")
+    run.add_argument("--simulated-tier", action="append", default=[], help="tier served by simulate-llm (repeat)")
+    run.add_argument("--sweep-thresholds", action="store_true", help="replay slm-only/llm-only through calibration")
+    run.add_argument("--min-success-rate", type=float, default=0.0, help="floor for the calibrated point")
+    run.set_defaults(run=_cmd_run)
+
+    report = actions.add_parser("report", help="rebuild the report from an existing records.jsonl")
+    report.add_argument("--out", default="bench-out")
+    report.add_argument("--sweep-thresholds", action="store_true")
+    report.add_argument("--min-success-rate", type=float, default=0.0)
+    report.set_defaults(run=_cmd_report)
+
+    load = actions.add_parser("load", help="bounded load test of a loopback endpoint at increasing concurrency")
+    _common(load)
+    load.add_argument("--policy", default="cascade", help="slm-only, llm-only, cascade or cascade:ROUTE")
+    load.add_argument("--concurrency", default="1,2,4", help="comma-separated levels, run in order")
+    load.add_argument("--requests", type=int, default=20, help="requests per level")
+    load.add_argument("--max-duration-s", type=float, default=300.0, help="deadline for the whole run")
+    load.add_argument("--watch-replicas", action="store_true", help="sample Ray Serve replica counts (cascade status)")
+    load.add_argument("--out", help="also write the JSON here")
+    load.set_defaults(run=_cmd_load)
+
+    simulate = commands.add_parser("simulate-llm", help="an OpenAI-protocol stand-in LLM answering BFCL cases")
+    simulate.add_argument("--category", action="append", choices=list(CATEGORIES), help="repeatable")
+    simulate.add_argument("--limit", type=int)
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=8100)
+    simulate.add_argument("--accuracy", type=float, default=0.9)
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--latency-median-ms", type=float, default=300.0)
+    simulate.add_argument("--latency-sigma", type=float, default=0.5, help="lognormal sigma of the latency")
+    simulate.set_defaults(run=_cmd_simulate)

@@ -1,0 +1,304 @@
+"""One request through the cascade: attempt a tier, verify, score, and let the policy say what next.
+
+This is the loop that joins the pieces; every decision in it is made by `policies/` (verifiers, confidence,
+escalation, start tier, cooldowns, cost). Tiers and the judge are injected as small async clients, so the
+loop runs the same over Ray handles (vLLM tiers), HTTP (remote tiers) or, in unit tests, plain objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from opentelemetry import trace
+
+from cluster.config import RouteConfig
+from cluster.telemetry import semconv
+from deployments.judge import candidate_from_message
+from deployments.protocol import ChatRequest, GatewayError
+from deployments.vllm_engine import ChatResult
+from policies.confidence import CONFIDENCE_POLICIES, ConfidenceSignals, token_uncertainty
+from policies.cost import TierPrice, attempt_cost
+from policies.escalation import (
+    Action,
+    AttemptOutcome,
+    Decision,
+    ErrorKind,
+    EscalationPolicy,
+    RoutePolicy,
+    best_attempt,
+)
+from policies.routing import DIFFICULTY_PREDICTORS, TierCooldown, choose_start_tier, cooling_tiers, request_features
+from policies.verifiers import SchemaVerifier, ToolCallVerifier, Verdict, Verifier, safe_verify
+
+TOP_LOGPROBS = 5
+CHARS_PER_TOKEN = 4  # the gateway has no tokenizer; prompt length for pre-routing is estimated from characters
+
+
+class ChatBackend(Protocol):
+    name: str
+
+    async def chat(self, body: dict[str, Any]) -> ChatResult: ...
+
+
+class ModelVerifier(Protocol):
+    async def verify(self, body: dict[str, Any], candidate: Any) -> Verdict: ...
+
+
+@dataclass
+class Tier:
+    """A tier as the cascade sees it: how to call it, what it costs, and its circuit breaker."""
+
+    backend: ChatBackend
+    price: TierPrice
+    cooldown: TierCooldown = field(default_factory=TierCooldown)
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+
+@dataclass(frozen=True)
+class Attempt:
+    tier: str
+    outcome: AttemptOutcome
+    result: ChatResult | None
+    error: GatewayError | None
+    cost_usd: float
+    latency_s: float
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class CascadeResult:
+    attempts: tuple[Attempt, ...]
+    final: Attempt
+
+    @property
+    def accepted(self) -> bool:
+        return self.attempts[-1].decision.action is Action.ACCEPT
+
+    @property
+    def escalation_reason(self) -> str | None:
+        """Why the cascade left the tier it started on; None when it did not."""
+        start = self.attempts[0].outcome.tier
+        for attempt in self.attempts:
+            if attempt.decision.action in (Action.ESCALATE, Action.RETURN_BEST) and attempt.outcome.tier == start:
+                return str(attempt.decision.trigger or attempt.decision.reason)
+        return None
+
+    def report(self) -> dict[str, Any]:
+        """The `cascade` object of the response body."""
+        final = self.final
+        return {
+            "tiers_tried": [attempt.tier for attempt in self.attempts],
+            "final_tier": final.tier,
+            "confidence": round(final.outcome.confidence, 4),
+            "verifier_scores": {v.name: v.score for v in final.outcome.verdicts},
+            "verified": self.accepted,
+            "escalation_reason": self.escalation_reason,
+            "stop_reason": str(self.attempts[-1].decision.reason),
+            "cost_usd": sum(attempt.cost_usd for attempt in self.attempts),
+            "attempts": [
+                {
+                    "tier": a.tier,
+                    "action": str(a.decision.action),
+                    "reason": str(a.decision.reason),
+                    "confidence": round(a.outcome.confidence, 4),
+                    "cost_usd": a.cost_usd,
+                    "latency_ms": round(a.latency_s * 1000, 1),
+                    "error": a.error.message if a.error else None,
+                }
+                for a in self.attempts
+            ],
+        }
+
+
+def local_verifiers(request: ChatRequest) -> list[Verifier]:
+    """The deterministic checks a request implies; they run in the gateway (no handle hop)."""
+    verifiers: list[Verifier] = []
+    if request.response_schema is not None:
+        verifiers.append(SchemaVerifier(request.response_schema))
+    elif request.response_format is not None and request.response_format.type == "json_object":
+        verifiers.append(SchemaVerifier({"type": "object"}))
+    if request.tools:
+        forced = request.tool_choice not in (None, "auto", "none")
+        verifiers.append(ToolCallVerifier([t.model_dump(mode="json") for t in request.tools], require_call=forced))
+    return verifiers
+
+
+def _signals(result: ChatResult) -> tuple[list[float], list[list[float]]]:
+    """Generated-token logprobs, and top-k logprobs at decision tokens (those carrying letters or digits)."""
+    content = ((result.body["choices"][0].get("logprobs") or {}).get("content")) or []
+    logprobs = [token["logprob"] for token in content]
+    decisions = [
+        [alt["logprob"] for alt in token.get("top_logprobs", [])]
+        for token in content
+        if any(ch.isalnum() for ch in token["token"]) and token.get("top_logprobs")
+    ]
+    return logprobs, decisions
+
+
+def _repair_messages(messages: list[dict[str, Any]], message: dict[str, Any], verdicts: Sequence[Verdict]) -> list:
+    answer = message.get("content") or json.dumps(
+        [{"name": c["function"]["name"], "arguments": c["function"]["arguments"]} for c in message["tool_calls"]]
+    )
+    reasons = "; ".join(reason for v in verdicts if not v.passed for reason in v.reasons)
+    fix = f"That answer was rejected: {reasons}. Answer again, following the required format exactly."
+    return [*messages, {"role": "assistant", "content": answer}, {"role": "user", "content": fix}]
+
+
+class CascadeRunner:
+    """Runs one route's cascade; one instance per gateway replica and route, shared by its requests."""
+
+    def __init__(
+        self,
+        route: RouteConfig,
+        tiers: Sequence[Tier],
+        judge: ModelVerifier | None = None,
+        tracer: trace.Tracer | None = None,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.route = route
+        self.tiers = list(tiers)
+        self.judge = judge
+        self.policy = EscalationPolicy(
+            RoutePolicy(route.threshold, route.max_repairs, route.budget_usd, max_tiers=len(self.tiers))
+        )
+        self.confidence = CONFIDENCE_POLICIES[route.confidence_policy]()
+        self.predictor = DIFFICULTY_PREDICTORS[route.difficulty.predictor]()
+        self.tracer = tracer or trace.get_tracer(__name__)
+        self.clock = clock
+
+    def start_tier(self, request: ChatRequest) -> int:
+        prompt_chars = sum(len(str(m.get("content") or "")) for m in request.messages)
+        features = request_features(
+            prompt_chars // CHARS_PER_TOKEN,
+            [t.model_dump(mode="json") for t in request.tools or []],
+            request.response_schema,
+        )
+        available = [i for i, t in enumerate(self.tiers) if t.cooldown.available(self.clock())]
+        start = choose_start_tier(features, self.predictor, self.route.difficulty.hard_threshold, available)
+        return 0 if start is None else start
+
+    async def run(self, request: ChatRequest) -> CascadeResult:
+        verifiers = local_verifiers(request)
+        messages = list(request.messages)
+        index, repairs, spent = self.start_tier(request), 0, 0.0
+        attempts: list[Attempt] = []
+        while True:
+            top = max(TOP_LOGPROBS, (request.model_extra or {}).get("top_logprobs") or 0)
+            body = {**request.tier_body(self.tiers[index].name), "messages": messages,
+                    "logprobs": True, "top_logprobs": top, "stream": False}
+            attempt = await self._attempt(index, body, verifiers, spent, repairs)
+            attempts.append(attempt)
+            spent += attempt.cost_usd
+            decision = attempt.decision
+            if decision.action is Action.ACCEPT:
+                return CascadeResult(tuple(attempts), attempt)
+            if decision.action is Action.RETURN_BEST:
+                best = best_attempt([a.outcome for a in attempts])
+                return CascadeResult(tuple(attempts), next(a for a in reversed(attempts) if a.outcome is best))
+            if decision.action is Action.REPAIR:
+                repairs += 1
+                messages = _repair_messages(messages, attempt.result.body["choices"][0]["message"],
+                                            attempt.outcome.verdicts)
+            else:
+                index, repairs, messages = decision.target_tier, 0, list(request.messages)
+
+    async def _attempt(
+        self, index: int, body: dict[str, Any], verifiers: list[Verifier], spent: float, repairs: int
+    ) -> Attempt:
+        tier = self.tiers[index]
+        with self.tracer.start_as_current_span(semconv.SPAN_TIER_ATTEMPT) as span:
+            span.set_attributes({semconv.CASCADE_TIER: tier.name, semconv.CASCADE_TIER_INDEX: index,
+                                 semconv.GEN_AI_OPERATION_NAME: "chat", semconv.GEN_AI_REQUEST_MODEL: tier.name})
+            started = time.perf_counter()
+            result, error = None, None
+            try:
+                result = await tier.backend.chat(body)
+                tier.cooldown.record_success(self.clock())
+            except GatewayError as failure:
+                if failure.status < 500 and failure.status != 429:
+                    raise  # the request is at fault, not the tier: no other tier will do better
+                tier.cooldown.record_error(self.clock())
+                error = failure
+                span.set_attribute(semconv.ERROR_TYPE, failure.code or str(failure.status))
+            latency = time.perf_counter() - started
+            cost, verdicts, confidence = 0.0, (), 0.0
+            if result is not None:
+                usage = result.body.get("usage") or {}
+                cost = attempt_cost(tier.price, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+                verdicts = await self._verify(body, result, verifiers)
+                logprobs, decisions = _signals(result)
+                signals = ConfidenceSignals(token_uncertainty(logprobs, decisions or None), verdicts)
+                confidence = self.confidence.score(signals)
+                span.set_attributes({
+                    semconv.GEN_AI_RESPONSE_MODEL: result.body.get("model", tier.name),
+                    semconv.GEN_AI_USAGE_INPUT_TOKENS: usage.get("prompt_tokens", 0),
+                    semconv.GEN_AI_USAGE_OUTPUT_TOKENS: usage.get("completion_tokens", 0),
+                    semconv.GEN_AI_RESPONSE_FINISH_REASONS: [c.get("finish_reason") or "" for c in
+                                                             result.body["choices"]],
+                })
+            outcome = AttemptOutcome(
+                tier=index,
+                error=None if error is None else (ErrorKind.TIMEOUT if error.status == 504 else ErrorKind.ERROR),
+                verdicts=tuple(verdicts),
+                confidence=confidence,
+                cost_usd=spent + cost,
+                repairs_used=repairs,
+            )
+            decision = self.policy.decide(
+                outcome, cooling_tiers([t.cooldown for t in self.tiers], self.clock()), self._estimates(result)
+            )
+            if result is not None and result.energy_j is not None:  # None: a remote provider's, unknown
+                span.set_attributes({semconv.CASCADE_ENERGY_J: result.energy_j,
+                                     semconv.CASCADE_ENERGY_SOURCE: result.energy_source or "model"})
+            span.set_attributes(_verdict_attributes(verdicts) | {
+                semconv.CASCADE_COST_USD: cost,
+                semconv.CASCADE_CONFIDENCE: confidence,
+                "cascade.decision": str(decision.action),
+                semconv.CASCADE_ESCALATION_REASON: str(decision.trigger or ""),
+            })
+            return Attempt(tier.name, outcome, result, error, cost, latency, decision)
+
+    async def _verify(self, body: dict[str, Any], result: ChatResult, verifiers: list[Verifier]) -> list[Verdict]:
+        candidate = candidate_from_message(result.body["choices"][0]["message"])
+        verdicts = []
+        for verifier in verifiers:
+            with self.tracer.start_as_current_span(semconv.SPAN_VERIFY, attributes={"cascade.verifier": verifier.name}):
+                verdicts.append(safe_verify(verifier, candidate))
+        if self.judge is not None and all(v.passed for v in verdicts):
+            verdicts.append(await self._judge(body, candidate))
+        return verdicts
+
+    async def _judge(self, body: dict[str, Any], candidate: Any) -> Verdict:
+        """The model-based verifier, bounded in time; a crash or timeout means unverified, never a lost request."""
+        name = self.route.judge.method
+        with self.tracer.start_as_current_span(semconv.SPAN_VERIFY, attributes={"cascade.verifier": name}):
+            try:
+                return await asyncio.wait_for(self.judge.verify(body, candidate), self.route.judge.timeout_s)
+            except TimeoutError:
+                return Verdict.unverified(name, f"no verdict within {self.route.judge.timeout_s:g} s")
+            except Exception as error:  # noqa: BLE001 - a verifier outage degrades to unverified by design
+                return Verdict.unverified(name, f"verifier failed: {type(error).__name__}")
+
+    def _estimates(self, result: ChatResult | None) -> list[float]:
+        """What an attempt on each tier would cost, from this attempt's token counts."""
+        usage = (result.body.get("usage") if result is not None else None) or {}
+        tokens_in, tokens_out = usage.get("prompt_tokens", 0), max(usage.get("completion_tokens", 0), 1)
+        return [attempt_cost(t.price, tokens_in, tokens_out) for t in self.tiers]
+
+
+def _verdict_attributes(verdicts: Sequence[Verdict]) -> dict[str, Any]:
+    attributes: dict[str, Any] = {}
+    for verdict in verdicts:
+        if verdict.name == SchemaVerifier.name:
+            attributes[semconv.CASCADE_SCHEMA_VALID] = verdict.passed
+        elif verdict.name == ToolCallVerifier.name:
+            attributes[semconv.CASCADE_TOOL_CALL_EXECUTABLE] = verdict.passed
+    return attributes

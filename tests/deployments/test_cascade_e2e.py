@@ -1,0 +1,124 @@
+"""The cascade end to end on the two bundled models (and a remote tier over real HTTP)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import jsonschema
+import pytest
+
+
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "city": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "city", "age"],
+    "additionalProperties": False,
+}
+ADD_TOOL = {"type": "function", "function": {"name": "add", "description": "Add two integers.", "parameters": {
+    "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"],
+    "additionalProperties": False}}}
+
+
+def chat(base_url: str, body: dict, route: str | None = None) -> httpx.Response:
+    headers = {"x-cascade-route": route} if route else {}
+    return httpx.post(f"{base_url}/v1/chat/completions", json=body, headers=headers, timeout=300)
+
+
+def test_verified_slm_answer_never_reaches_the_fallback(cluster: str) -> None:
+    response = chat(cluster, {"model": "cascade", "messages": [{"role": "user", "content": "What is 2 plus 3?"}],
+                              "tools": [ADD_TOOL], "tool_choice": "required", "max_tokens": 60, "temperature": 0})
+    assert response.status_code == 200
+    report = response.json()["cascade"]
+    assert report["tiers_tried"] == ["slm"] and report["verified"] is True
+    assert report["escalation_reason"] is None and report["verifier_scores"] == {"tool_calls": 1.0}
+    assert response.headers["x-cascade-tiers-tried"] == "slm"
+    [call] = response.json()["choices"][0]["message"]["tool_calls"]
+    jsonschema.validate(json.loads(call["function"]["arguments"]), ADD_TOOL["function"]["parameters"])
+    assert response.json()["choices"][0]["logprobs"] is None, "logprobs only when the client asks"
+
+
+def test_answer_cut_short_is_repaired_escalated_and_says_why(cluster: str) -> None:
+    """Three tokens cannot hold a person record: the schema verifier rejects every attempt on every tier."""
+    response = chat(cluster, {
+        "model": "cascade", "messages": [{"role": "user", "content": "A person as JSON."}], "max_tokens": 3,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}},
+    })
+    assert response.status_code == 200
+    report = response.json()["cascade"]
+    assert report["tiers_tried"] == ["slm", "slm", "fallback", "fallback"], "one repair per tier, then escalate"
+    assert report["escalation_reason"] == "schema_invalid"
+    assert report["verified"] is False and report["stop_reason"] == "tiers_exhausted"
+    assert report["verifier_scores"]["schema"] == 0.0
+    assert response.headers["x-cascade-verified"] == "false"
+    assert report["cost_usd"] == pytest.approx(sum(a["cost_usd"] for a in report["attempts"]))
+
+
+def test_route_threshold_escalates_on_low_confidence(cluster: str) -> None:
+    response = chat(cluster, {"model": "cascade", "messages": [{"role": "user", "content": "Say hi."}],
+                              "max_tokens": 5}, route="strict")
+    report = response.json()["cascade"]
+    assert report["tiers_tried"] == ["slm", "fallback"]
+    assert report["escalation_reason"] == "low_confidence"
+    assert 0.0 <= report["confidence"] < 1.0
+
+
+def test_remote_tier_is_reached_over_http_and_priced_from_its_usage(cluster: str, remote_key: str) -> None:
+    response = chat(cluster, {"model": "cascade", "messages": [{"role": "user", "content": "Say hi."}],
+                              "max_tokens": 5}, route="remote")
+    assert response.status_code == 200
+    report = response.json()["cascade"]
+    assert report["tiers_tried"] == ["slm", "remote-llm"]
+    remote = report["attempts"][1]
+    assert remote["error"] is None and remote["cost_usd"] > 0
+    assert remote_key not in response.text
+
+
+def test_judge_deployment_scores_the_answer(cluster: str) -> None:
+    response = chat(cluster, {"model": "cascade", "messages": [{"role": "user", "content": "Name a fruit."}],
+                              "max_tokens": 5}, route="judged")
+    report = response.json()["cascade"]
+    assert 0.0 <= report["verifier_scores"]["judge"] <= 1.0
+    assert report["tiers_tried"] == ["slm"], "pass_score 0 accepts any judged answer"
+
+
+def test_unknown_route_is_a_clear_400(cluster: str) -> None:
+    response = chat(cluster, {"model": "cascade", "messages": [{"role": "user", "content": "hi"}]}, route="nope")
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "route"
+
+
+def test_cascade_streaming_delivers_the_verified_answer(cluster: str) -> None:
+    body = {"model": "cascade", "stream": True, "messages": [{"role": "user", "content": "A person as JSON."}],
+            "max_tokens": 60, "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": PERSON}}}
+    with httpx.stream("POST", f"{cluster}/v1/chat/completions", json=body, timeout=300) as response:
+        assert response.status_code == 200
+        events = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    content = "".join(
+        choice["delta"].get("content") or "" for event in events[:-1] for choice in json.loads(event)["choices"]
+    )
+    jsonschema.validate(json.loads(content), PERSON)
+
+
+def test_server_side_execution_runs_only_validated_registered_calls(cluster: str) -> None:
+    response = chat(cluster, {"model": "cascade", "messages": [{"role": "user", "content": "Add 2 and 3."}],
+                              "tools": [ADD_TOOL], "tool_choice": "required", "parallel_tool_calls": False,
+                              "max_tokens": 40, "temperature": 0}, route="tools")
+    [result] = response.json()["cascade"]["tool_results"]
+    [call] = response.json()["choices"][0]["message"]["tool_calls"]
+    arguments = json.loads(call["function"]["arguments"])
+    assert result["executable"] and result["executed"]
+    assert result["result"] == arguments["a"] + arguments["b"]
+
+
+def test_call_that_fails_the_registered_schema_is_never_executed(cluster: str) -> None:
+    """The client's tool definition disagrees with the registered one: the model obeys the client's."""
+    loose = {"type": "function", "function": {"name": "add", "parameters": {
+        "type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}}, "required": ["a", "b"]}}}
+    response = chat(cluster, {"model": "cascade", "messages": [{"role": "user", "content": "Add two and three."}],
+                              "tools": [loose], "tool_choice": "required", "parallel_tool_calls": False,
+                              "max_tokens": 40, "temperature": 0}, route="tools")
+    [result] = response.json()["cascade"]["tool_results"]
+    assert result["executable"] is False and result["executed"] is False
+    assert result["error"].startswith("not executed")

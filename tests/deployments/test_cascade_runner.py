@@ -1,0 +1,141 @@
+"""The cascade loop over scripted tiers (the tier client is the unit boundary; the cluster tests run it for real)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from cluster.config import JudgeConfig, RouteConfig
+from deployments.cascade import CascadeRunner, Tier
+from deployments.protocol import ChatRequest, GatewayError
+from deployments.vllm_engine import ChatResult
+from policies.cost import TierPrice
+from policies.routing import TierCooldown
+from policies.verifiers import Verdict
+
+SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"], "additionalProperties": False}
+REQUEST = ChatRequest.model_validate({
+    "model": "cascade", "messages": [{"role": "user", "content": "a number"}],
+    "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": SCHEMA}},
+})
+
+
+def reply(content: str, logprob: float = -0.01) -> ChatResult:
+    body = {
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content},
+                     "logprobs": {"content": [{"token": "7", "logprob": logprob, "top_logprobs": [
+                         {"token": "7", "logprob": logprob}]}]}}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 10},
+    }
+    return ChatResult(body=body, engine_s=0.01)
+
+
+class ScriptedTier:
+    """Answers from a script; an exception in the script is raised, like a failing tier client."""
+
+    def __init__(self, name: str, *script: ChatResult | Exception) -> None:
+        self.name = name
+        self.script = list(script)
+        self.bodies: list[dict[str, Any]] = []
+
+    async def chat(self, body: dict[str, Any]) -> ChatResult:
+        self.bodies.append(body)
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+
+def tier(backend: ScriptedTier, per_1m: float) -> Tier:
+    return Tier(backend, TierPrice(per_1m, per_1m))
+
+
+def run(runner: CascadeRunner, request: ChatRequest = REQUEST):
+    return asyncio.run(runner.run(request))
+
+
+def test_valid_answer_on_the_slm_never_reaches_the_fallback() -> None:
+    slm, llm = ScriptedTier("slm", reply('{"n": 7}')), ScriptedTier("llm")
+    result = run(CascadeRunner(RouteConfig(name="r"), [tier(slm, 1.0), tier(llm, 10.0)]))
+    report = result.report()
+    assert report["tiers_tried"] == ["slm"] and report["verified"] and report["escalation_reason"] is None
+    assert llm.bodies == []
+    assert report["cost_usd"] == pytest.approx(110 / 1e6)
+    assert slm.bodies[0]["logprobs"] is True, "the cascade needs token logprobs from every attempt"
+
+
+def test_invalid_answer_is_repaired_then_escalated_and_says_why() -> None:
+    slm = ScriptedTier("slm", reply('{"n": "seven"}'), reply('{"m": 7}'))
+    llm = ScriptedTier("llm", reply('{"n": 7}'))
+    result = run(CascadeRunner(RouteConfig(name="r", max_repairs=1), [tier(slm, 1.0), tier(llm, 10.0)]))
+    report = result.report()
+    assert report["tiers_tried"] == ["slm", "slm", "llm"]
+    assert report["escalation_reason"] == "schema_invalid" and report["final_tier"] == "llm"
+    assert report["cost_usd"] == pytest.approx((110 + 110 + 1100) / 1e6), "failed attempts are paid for too"
+    repair_messages = slm.bodies[1]["messages"]
+    assert repair_messages[-2] == {"role": "assistant", "content": '{"n": "seven"}'}
+    assert "rejected" in repair_messages[-1]["content"]
+    assert llm.bodies[0]["messages"] == REQUEST.messages, "the next tier gets the original conversation"
+
+
+def test_unreachable_fallback_returns_the_best_answer_marked_unverified() -> None:
+    slm = ScriptedTier("slm", reply('{"n": "x"}'))
+    llm = ScriptedTier("llm", GatewayError(503, "tier 'llm' unreachable", code="tier_unavailable"))
+    result = run(CascadeRunner(RouteConfig(name="r", max_repairs=0), [tier(slm, 1.0), tier(llm, 10.0)]))
+    report = result.report()
+    assert report["final_tier"] == "slm" and not report["verified"]
+    assert report["stop_reason"] == "tiers_exhausted"
+    assert report["attempts"][1]["error"] == "tier 'llm' unreachable"
+
+
+def test_tier_error_escalates_and_feeds_the_circuit_breaker() -> None:
+    breaker = TierCooldown(failure_threshold=1, window_s=60, cooldown_s=60)
+    slm = ScriptedTier("slm", GatewayError(504, "timeout", code="timeout"))
+    llm = ScriptedTier("llm", reply('{"n": 1}'), reply('{"n": 2}'))
+    runner = CascadeRunner(RouteConfig(name="r"), [Tier(slm, TierPrice(1, 1), breaker), tier(llm, 10.0)],
+                           clock=lambda: 100.0)
+    first = run(runner).report()
+    assert first["escalation_reason"] == "tier_timeout" and first["final_tier"] == "llm"
+    second = run(runner).report()
+    assert second["tiers_tried"] == ["llm"], "a tier in cooldown is skipped"
+
+
+def test_client_errors_from_a_tier_are_not_escalated() -> None:
+    slm = ScriptedTier("slm", GatewayError(400, "prompt too long"))
+    with pytest.raises(GatewayError, match="prompt too long"):
+        run(CascadeRunner(RouteConfig(name="r"), [tier(slm, 1.0), tier(ScriptedTier("llm"), 10.0)]))
+
+
+def test_budget_cap_stops_before_an_unaffordable_tier() -> None:
+    slm, llm = ScriptedTier("slm", reply('{"n": "x"}')), ScriptedTier("llm")
+    route = RouteConfig(name="r", max_repairs=0, budget_usd=200 / 1e6)
+    report = run(CascadeRunner(route, [tier(slm, 1.0), tier(llm, 10.0)])).report()
+    assert report["stop_reason"] == "budget_exhausted" and llm.bodies == []
+
+
+def test_low_confidence_escalates_when_the_threshold_demands_it() -> None:
+    slm, llm = ScriptedTier("slm", reply('{"n": 7}', logprob=-3.0)), ScriptedTier("llm", reply('{"n": 7}'))
+    report = run(CascadeRunner(RouteConfig(name="r", threshold=0.5), [tier(slm, 1), tier(llm, 10)])).report()
+    assert report["escalation_reason"] == "low_confidence" and report["final_tier"] == "llm"
+
+
+class SlowJudge:
+    async def verify(self, body: dict[str, Any], candidate: Any) -> Verdict:
+        await asyncio.sleep(5)
+        return Verdict("judge", 1.0, True)
+
+
+class BrokenJudge:
+    async def verify(self, body: dict[str, Any], candidate: Any) -> Verdict:
+        raise RuntimeError("judge replica died")
+
+
+@pytest.mark.parametrize("judge", [SlowJudge(), BrokenJudge()])
+def test_judge_outage_counts_as_unverified_and_escalates(judge) -> None:
+    route = RouteConfig(name="r", judge=JudgeConfig(tier="slm", timeout_s=0.05))
+    slm, llm = ScriptedTier("slm", reply('{"n": 7}')), ScriptedTier("llm", reply('{"n": 8}'))
+    report = run(CascadeRunner(route, [tier(slm, 1), tier(llm, 10)], judge=judge)).report()
+    assert report["escalation_reason"] == "unverified"
+    assert report["tiers_tried"] == ["slm", "llm"]
