@@ -165,7 +165,6 @@ class RouteConfig(StrictModel):
     tool_execution: Literal["client", "server"] = Field(
         "client", description="server: validated calls to registered tools run in the gateway."
     )
-    verifier_timeout_s: float = Field(10.0, gt=0)
 
     @model_validator(mode="after")
     def _known_policies(self) -> RouteConfig:

@@ -158,14 +158,19 @@ def reap_orphaned_engines() -> int:
     rather than shut down (`ray stop --force`, an OOM kill), they are re-parented to init and keep their memory,
     which starves the next cluster. Only such orphans are touched.
     """
+    import getpass
+
     import psutil
 
-    reaped = 0
-    for process in psutil.process_iter(["name", "cmdline", "ppid"]):
+    reaped, me = 0, getpass.getuser()
+    for process in psutil.process_iter(["name", "cmdline", "ppid", "username"]):
         title = " ".join(process.info["cmdline"] or [process.info["name"] or ""])
-        if process.info["ppid"] == 1 and title.startswith("VLLM::"):
-            process.kill()
-            reaped += 1
+        if process.info["ppid"] == 1 and title.startswith("VLLM::") and process.info["username"] == me:
+            try:
+                process.kill()
+                reaped += 1
+            except psutil.Error:  # gone meanwhile, or not ours to kill after all
+                continue
     return reaped
 
 

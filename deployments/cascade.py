@@ -194,7 +194,8 @@ class CascadeRunner:
             top = max(TOP_LOGPROBS, (request.model_extra or {}).get("top_logprobs") or 0)
             body = {**request.tier_body(self.tiers[index].name), "messages": messages,
                     "logprobs": True, "top_logprobs": top, "stream": False}
-            attempt = await self._attempt(index, body, verifiers, spent, repairs)
+            attempt = await self._attempt(index, body, verifiers, spent, repairs, first=not attempts,
+                                          original_messages=request.messages)
             attempts.append(attempt)
             spent += attempt.cost_usd
             decision = attempt.decision
@@ -211,7 +212,15 @@ class CascadeRunner:
                 index, repairs, messages = decision.target_tier, 0, list(request.messages)
 
     async def _attempt(
-        self, index: int, body: dict[str, Any], verifiers: list[Verifier], spent: float, repairs: int
+        self,
+        index: int,
+        body: dict[str, Any],
+        verifiers: list[Verifier],
+        spent: float,
+        repairs: int,
+        *,
+        first: bool,
+        original_messages: list[dict[str, Any]],
     ) -> Attempt:
         tier = self.tiers[index]
         with self.tracer.start_as_current_span(semconv.SPAN_TIER_ATTEMPT) as span:
@@ -223,8 +232,10 @@ class CascadeRunner:
                 result = await tier.backend.chat(body)
                 tier.cooldown.record_success(self.clock())
             except GatewayError as failure:
-                if failure.status < 500 and failure.status != 429:
-                    raise  # the request is at fault, not the tier: no other tier will do better
+                if first and failure.status < 500 and failure.status != 429:
+                    raise  # the client's request is at fault, not the tier: no other tier will do better
+                # Later, a 4xx comes from what the cascade added (a repair turn past the context window)
+                # or a smaller tier: the attempt failed, the answers so far still stand.
                 tier.cooldown.record_error(self.clock())
                 error = failure
                 span.set_attribute(semconv.ERROR_TYPE, failure.code or str(failure.status))
@@ -233,7 +244,8 @@ class CascadeRunner:
             if result is not None:
                 usage = result.body.get("usage") or {}
                 cost = attempt_cost(tier.price, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
-                verdicts = await self._verify(body, result, verifiers)
+                # The judge reads the client's conversation, not a repair turn.
+                verdicts = await self._verify({**body, "messages": original_messages}, result, verifiers)
                 logprobs, decisions = _signals(result)
                 signals = ConfidenceSignals(token_uncertainty(logprobs, decisions or None), verdicts)
                 confidence = self.confidence.score(signals)

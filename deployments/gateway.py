@@ -23,13 +23,13 @@ from cluster.telemetry import semconv
 from cluster.telemetry.accounting import UnknownRequestError
 from cluster.telemetry.metrics import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from cluster.telemetry.service import GatewayTelemetry
-from cluster.telemetry.tracing import extract_context
+from cluster.telemetry.tracing import extract_context, record_content
 from deployments.cascade import CascadeResult, CascadeRunner, Tier
 from deployments.judge import JudgeClient
-from deployments.protocol import ChatRequest, GatewayError
+from deployments.protocol import ChatRequest, GatewayError, NamedToolChoice
 from deployments.remote_tier import RemoteTierClient
 from deployments.tier_client import TierClient
-from deployments.tool_execution import execute_tool_calls
+from deployments.tool_execution import ToolExecutor
 from deployments.vllm_engine import completion_as_sse
 from policies.cost import TierPrice
 from policies.tool_registry import load_registry
@@ -46,6 +46,12 @@ def error_response(error: GatewayError) -> JSONResponse:
 @api.exception_handler(GatewayError)
 async def _gateway_error(_: Request, error: GatewayError) -> JSONResponse:
     return error_response(error)
+
+
+@api.exception_handler(Exception)
+async def _unexpected_error(_: Request, error: Exception) -> JSONResponse:
+    """A bug still answers in OpenAI's error shape, without internals; Serve logs the traceback."""
+    return error_response(GatewayError(500, "internal error", code="internal_error"))
 
 
 async def read_json_body(request: Request, max_bytes: int) -> Any:
@@ -67,6 +73,8 @@ async def read_json_body(request: Request, max_bytes: int) -> Any:
         raise GatewayError(400, "request body is not valid UTF-8", code="invalid_encoding") from None
     except json.JSONDecodeError as error:
         raise GatewayError(400, f"request body is not valid JSON: {error}", code="invalid_json") from None
+    except RecursionError:
+        raise GatewayError(400, "request body is nested too deeply", code="invalid_json") from None
 
 
 def _response_body(request: ChatRequest, result: CascadeResult) -> dict[str, Any]:
@@ -128,7 +136,7 @@ class Gateway:
             )
             tiers[tier.name] = Tier(backend, TierPrice(tier.price.input_per_1m_usd, tier.price.output_per_1m_usd))
         self.tiers = tiers
-        self.tool_registry = load_registry(self.config.gateway.tools)
+        self.tools = ToolExecutor(load_registry(self.config.gateway.tools), self.config.gateway.tool_timeout_s)
         self.telemetry = GatewayTelemetry.start(self.config.gateway.telemetry)
         tracer = self.telemetry.tracer
         self.routes = {
@@ -173,11 +181,10 @@ class Gateway:
                 raise
             report = body["cascade"]
             report["request_id"] = body["id"]
-            if runner.route.tool_execution == "server":
-                report["tool_results"] = await execute_tool_calls(
-                    self.tool_registry, body["choices"][0]["message"], self.config.gateway.tool_timeout_s,
-                    self.telemetry.tracer,
-                )
+            record_content(span, self.config.gateway.telemetry, input_messages=parsed.messages,
+                           output_messages=[choice["message"] for choice in body["choices"]])
+            if runner.route.tool_execution == "server" and report["verified"]:
+                report["tool_results"] = await self.tools.execute(body["choices"][0]["message"], self.telemetry.tracer)
             span.set_attributes({
                 semconv.CASCADE_REQUEST_ID: body["id"],
                 semconv.CASCADE_OUTCOME: "success" if report["verified"] else "failure",
@@ -280,6 +287,14 @@ class Gateway:
                 validate_tool_schemas([tool.model_dump(mode="json") for tool in parsed.tools])
         except InvalidSchemaError as error:
             raise GatewayError(400, str(error), param="tools", code="invalid_schema") from None
+        if isinstance(parsed.tool_choice, NamedToolChoice):
+            names = {tool.function.name for tool in parsed.tools or []}
+            if parsed.tool_choice.function.name not in names:
+                raise GatewayError(400, f"tool_choice names {parsed.tool_choice.function.name!r}, which is not in "
+                                   "`tools`", param="tool_choice", code="invalid_value")
+        if parsed.n > 1 and parsed.model == DEFAULT_MODEL_ALIAS:
+            raise GatewayError(400, "n > 1 is not supported on model `cascade`: each answer would need its own "
+                               "cascade; address a tier by name", param="n", code="invalid_value")
         return parsed
 
     def _runner(self, request: ChatRequest, route: str | None) -> CascadeRunner:

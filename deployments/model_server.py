@@ -49,8 +49,15 @@ class ModelServer:
         return dataclasses.replace(result, energy_j=energy_j, energy_source=self.energy.source)
 
     async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[str | dict[str, Any]]:
-        async for item in self.engine.chat_stream(body):
-            yield item
+        """SSE lines. The stream holds its slot in the energy ledger, so batched neighbours are not charged
+        for it; its own share is not reported (streams bypass the gateway's accounting)."""
+        request_id = uuid.uuid4()
+        self.energy.start(request_id)
+        try:
+            async for item in self.engine.chat_stream(body):
+                yield item
+        finally:
+            self.energy.finish(request_id)
 
     async def check_health(self) -> None:
         await self.engine.check_health()

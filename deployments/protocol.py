@@ -83,6 +83,15 @@ class Tool(BaseModel):
     function: FunctionDefinition
 
 
+class FunctionName(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"] = "function"
+    function: FunctionName
+
+
 class JsonSchemaFormat(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str = Field(min_length=1, max_length=64)
@@ -103,10 +112,11 @@ class ChatRequest(BaseModel):
     model: str = DEFAULT_MODEL_ALIAS
     messages: list[dict[str, Any]] = Field(min_length=1)
     tools: list[Tool] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     response_format: ResponseFormat | None = None
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    n: int = Field(1, ge=1, le=8)
     stream: bool = False
     route: str | None = Field(None, description="slm-cascade: the route (task type); also header x-cascade-route.")
 

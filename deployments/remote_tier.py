@@ -6,6 +6,7 @@ from the environment variable the config names (a Kubernetes Secret in the Helm 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -15,6 +16,11 @@ import httpx
 from cluster.config import RemoteTierConfig
 from deployments.protocol import GatewayError
 from deployments.vllm_engine import ChatResult
+
+
+_log = logging.getLogger(__name__)
+# What a provider answers about the request itself (too long, malformed): the client's to fix, not escalated.
+CLIENT_FAULT_STATUSES = frozenset({400, 413, 422})
 
 
 class RemoteTierClient:
@@ -46,11 +52,21 @@ class RemoteTierClient:
         try:
             payload = response.json()
         except ValueError:
-            payload = {}
-        if response.status_code != 200:
+            payload = None
+        if response.status_code in CLIENT_FAULT_STATUSES:
             error = payload.get("error") if isinstance(payload, dict) else None
             message = error.get("message") if isinstance(error, dict) else response.reason_phrase
-            # The endpoint's 5xx is this tier failing (502 to our client); its 4xx is about the request.
-            status = response.status_code if response.status_code < 500 else 502
-            raise GatewayError(status, f"tier {self.name!r}: {message}", code="tier_error" if status == 502 else None)
+            raise GatewayError(response.status_code, f"tier {self.name!r} refused the request: {message}")
+        if response.status_code != 200 or not _is_chat_completion(payload):
+            # The provider's own failure (5xx, 401 for our key, 429, a malformed body): the tier failed, so the
+            # cascade may escalate. Its text is not echoed: it can quote credentials.
+            _log.warning("tier %s: HTTP %s from %s", self.name, response.status_code, self._client.base_url)
+            raise GatewayError(502, f"tier {self.name!r} failed (HTTP {response.status_code})", code="tier_error")
         return ChatResult(body={**payload, "model": self.name}, engine_s=elapsed)
+
+
+def _is_chat_completion(payload: Any) -> bool:
+    try:
+        return isinstance(payload["choices"][0]["message"], dict)
+    except (KeyError, IndexError, TypeError):
+        return False

@@ -43,10 +43,12 @@ class TierClient:
 
     async def chat(self, body: dict[str, Any]) -> ChatResult:
         try:
-            # wait_for cancels the Serve request on expiry; Serve propagates that to the replica and vLLM
-            # aborts the request, so an expired deadline frees the engine too.
             call = self._handle.chat.remote(body, inject_context())  # the model server's span joins this trace
-            result: ChatResult = await asyncio.wait_for(call, self._timeout_s)
+            try:
+                result: ChatResult = await asyncio.wait_for(call, self._timeout_s)
+            except TimeoutError:
+                call.cancel()  # awaiting a DeploymentResponse does not cancel it; this aborts the vLLM request
+                raise
         except Exception as error:
             raise _as_gateway_error(self.name, error, self._timeout_s) from error
         if result.is_error:

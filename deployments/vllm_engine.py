@@ -162,5 +162,8 @@ def completion_as_sse(response: dict[str, Any]) -> list[str]:
         chunks.append({"index": choice["index"], "delta": delta, "finish_reason": choice.get("finish_reason")})
     base = {key: response[key] for key in ("id", "created", "model")}
     events = [{**base, "object": "chat.completion.chunk", "choices": [chunk]} for chunk in chunks]
-    events.append({**base, "object": "chat.completion.chunk", "choices": [], "usage": response.get("usage")})
+    last = {**base, "object": "chat.completion.chunk", "choices": [], "usage": response.get("usage")}
+    if "cascade" in response:  # what the cascade did travels in the last chunk; OpenAI clients ignore it
+        last["cascade"] = response["cascade"]
+    events.append(last)
     return [f"data: {json.dumps(event)}\n\n" for event in events] + ["data: [DONE]\n\n"]

@@ -18,6 +18,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
+from referencing import Registry
 from referencing.exceptions import Unresolvable
 
 __all__ = [
@@ -230,7 +231,28 @@ def _compile(schema: Any, label: str) -> Validator:
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "<root>"
         raise InvalidSchemaError(_clip(f"{label}: invalid JSON Schema at '{where}': {exc.message}")) from exc
-    return cls(schema)
+    remote = _remote_ref(schema)
+    if remote is not None:
+        raise InvalidSchemaError(_clip(f"{label}: only local $ref ('#...') is allowed, got {remote!r}"))
+    # An empty registry: jsonschema's default would fetch unknown URIs over the network (client-chosen URLs).
+    return cls(schema, registry=Registry())
+
+
+def _remote_ref(node: Any, budget: int = 10_000) -> str | None:
+    """The first `$ref` / `$dynamicRef` that does not point inside the schema itself, if any."""
+    stack = [node]
+    while stack and budget > 0:
+        budget -= 1
+        current = stack.pop()
+        if isinstance(current, Mapping):
+            for key in ("$ref", "$dynamicRef"):
+                ref = current.get(key)
+                if isinstance(ref, str) and not ref.startswith("#"):
+                    return ref
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+    return None
 
 
 def _errors(validator: Validator, instance: Any, label: str) -> list[ValidationError]:

@@ -54,6 +54,16 @@ CASES: dict[str, tuple[bytes, str, int, str | None]] = {
                                    "application/json", 400, None),
     "oversized_body": (with_(messages=[{"role": "user", "content": "x" * (2 << 20)}]), "application/json", 413, None),
     "bad_temperature": (with_(temperature=-3), "application/json", 400, None),
+    "schema_with_remote_ref": (
+        with_(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {
+            "$ref": "http://169.254.169.254/latest/meta-data"}}}),
+        "application/json", 400, "response_format.json_schema.schema"),
+    "malformed_named_tool_choice": (with_(tools=[OK_TOOL], tool_choice={"type": "function"}), "application/json",
+                                    400, "tool_choice"),
+    "unknown_tool_choice_string": (with_(tools=[OK_TOOL], tool_choice="sometimes"), "application/json", 400,
+                                   "tool_choice"),
+    "deeply_nested_body": (b"[" * 100_000, "application/json", 400, None),
+    "n_above_one_on_cascade": (with_(n=2), "application/json", 400, "n"),
 }
 
 

@@ -90,14 +90,15 @@ def test_unknown_route_is_a_clear_400(cluster: str) -> None:
 
 def test_cascade_streaming_delivers_the_verified_answer(cluster: str) -> None:
     body = {"model": "cascade", "stream": True, "messages": [{"role": "user", "content": "A person as JSON."}],
-            "max_tokens": 60, "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": PERSON}}}
+            "max_tokens": 100, "temperature": 0,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": PERSON}}}
     with httpx.stream("POST", f"{cluster}/v1/chat/completions", json=body, timeout=300) as response:
         assert response.status_code == 200
         events = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
-    content = "".join(
-        choice["delta"].get("content") or "" for event in events[:-1] for choice in json.loads(event)["choices"]
-    )
+    chunks = [json.loads(event) for event in events[:-1]]
+    assert chunks[-1]["cascade"]["verified"] is True, chunks[-1]["cascade"]
+    content = "".join(choice["delta"].get("content") or "" for chunk in chunks for choice in chunk["choices"])
     jsonschema.validate(json.loads(content), PERSON)
 
 

@@ -139,3 +139,30 @@ def test_judge_outage_counts_as_unverified_and_escalates(judge) -> None:
     report = run(CascadeRunner(route, [tier(slm, 1), tier(llm, 10)], judge=judge)).report()
     assert report["escalation_reason"] == "unverified"
     assert report["tiers_tried"] == ["slm", "llm"]
+
+
+def test_a_later_4xx_fails_that_attempt_not_the_request() -> None:
+    """A repair turn can push a prompt past a smaller tier's window: the earlier answer still comes back."""
+    slm = ScriptedTier("slm", reply('{"n": "x"}'))
+    llm = ScriptedTier("llm", GatewayError(400, "prompt too long for this tier"))
+    report = run(CascadeRunner(RouteConfig(name="r", max_repairs=0), [tier(slm, 1), tier(llm, 10)])).report()
+    assert report["final_tier"] == "slm" and report["stop_reason"] == "tiers_exhausted"
+    assert report["attempts"][1]["error"] == "prompt too long for this tier"
+
+
+class RecordingJudge:
+    def __init__(self) -> None:
+        self.seen: list[list[dict]] = []
+
+    async def verify(self, body: dict[str, Any], candidate: Any) -> Verdict:
+        self.seen.append(body["messages"])
+        return Verdict("judge", 1.0, True)
+
+
+def test_judge_reads_the_clients_conversation_not_the_repair_turn() -> None:
+    judge = RecordingJudge()
+    slm = ScriptedTier("slm", reply('{"n": "x"}'), reply('{"n": 7}'))
+    route = RouteConfig(name="r", max_repairs=1, judge=JudgeConfig(tier="slm"))
+    report = run(CascadeRunner(route, [tier(slm, 1), tier(ScriptedTier("llm"), 10)], judge=judge)).report()
+    assert report["tiers_tried"] == ["slm", "slm"] and report["verified"]
+    assert judge.seen == [REQUEST.messages]

@@ -230,3 +230,10 @@ def test_bad_tool_definitions_raise_naming_the_tool(tools, match):
         validate_tool_schemas(tools)
     with pytest.raises(InvalidSchemaError, match=match):
         ToolCallVerifier(tools)
+
+
+@pytest.mark.parametrize("ref", ["http://169.254.169.254/latest", "file:///etc/passwd", "other.json#/a"])
+def test_schemas_may_only_reference_themselves(ref: str) -> None:
+    """A client-supplied schema must never make the gateway fetch a URL (SSRF) or read a file."""
+    with pytest.raises(InvalidSchemaError, match="only local"):
+        SchemaVerifier({"type": "object", "properties": {"a": {"$ref": ref}}})
