@@ -3,7 +3,8 @@
 Starts `cascade simulate-llm` (a stand-in 7B-70B fallback on loopback), starts the cluster on the embedded
 default plus that simulated tier and a route `sim` (SLM -> simulated LLM), then runs `cascade bench`:
 
-1. embedded default: slm-only, llm-only (Gemma-3-270M), cascade; guided and unguided; threshold sweep;
+1. embedded default: slm-only, llm-only (Gemma-3-270M), cascade; guided (and, on fewer cases, unguided);
+   threshold sweep;
 2. simulated fallback: slm-only, llm-only (simulated), cascade on route `sim`; threshold sweep.
 
     .venv/bin/python benchmarks/bfcl_compare.py --limit 50 --out bench-results
@@ -59,6 +60,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--category", default="simple_python")
     parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--unguided-limit", type=int, default=20,
+                        help="unguided answers run to max_tokens far more often; fewer cases keep the run short")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument("--sim-accuracy", type=float, default=0.9)
@@ -77,7 +80,9 @@ def main() -> None:
         embedded, simulated = str(args.out / "embedded"), str(args.out / "simulated")
         sweep = ["--sweep-thresholds", "--min-success-rate", str(args.min_success_rate)]
         bench(*common, "--policies", "slm-only,llm-only,cascade", "--out", embedded, *sweep)
-        bench(*common, "--policies", "slm-only,llm-only,cascade", "--out", embedded, "--no-guided")
+        unguided = ["--category", args.category, "--limit", str(args.unguided_limit),
+                    "--concurrency", str(args.concurrency)]
+        bench(*unguided, "--policies", "slm-only,llm-only,cascade", "--out", embedded, "--no-guided")
         bench(*common, "--policies", "slm-only,llm-only,cascade:sim", "--llm-tier", SIM_TIER,
               "--simulated-tier", SIM_TIER, "--out", simulated, *sweep)
     finally:
