@@ -123,7 +123,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     run = actions.add_parser("run", help="send BFCL cases through each policy; write report.json/.md and plots")
     _common(run)
-    run.add_argument("--policies", default="slm-only,llm-only,cascade",
+    run.add_argument("--policies", "--policy", default="slm-only,llm-only,cascade",
                      help=f"comma-separated, of {', '.join(POLICIES)}; cascade:ROUTE picks a route")
     run.add_argument("--concurrency", type=int, default=2)
     run.add_argument("--out", default="bench-out", help="folder for records.jsonl and the report")

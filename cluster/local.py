@@ -35,7 +35,22 @@ def _ray_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def ray_is_running() -> bool:
-    return _ray_cli("status").returncode == 0
+    """Whether this user runs a local Ray head: its GCS server process exists.
+
+    `ray status` is not a reliable test: it exits non-zero on an authentication mismatch (Ray 2.60 writes
+    ~/.ray/auth_token on first `ray.init`) while the cluster is very much alive.
+    """
+    import getpass
+
+    import psutil
+
+    me = getpass.getuser()
+    return any(
+        process.info["name"] == "gcs_server"
+        and process.info["username"] == me
+        and process.info["status"] != psutil.STATUS_ZOMBIE
+        for process in psutil.process_iter(["name", "username", "status"])
+    )
 
 
 def start_ray_head(num_cpus: int | None = None) -> None:
@@ -178,9 +193,17 @@ def down() -> bool:
     """Stop Serve and the local Ray cluster; False when nothing was running."""
     if not ray_is_running():
         return reap_orphaned_engines() > 0
-    _shutdown_serve()
+    try:
+        _shutdown_serve()
+    except Exception as error:  # noqa: BLE001 - a cluster we cannot talk to is still stopped below
+        print(f"cascade: could not shut Serve down cleanly ({type(error).__name__}); stopping Ray", file=sys.stderr)
     result = _ray_cli("stop", "--force")
     reap_orphaned_engines()
     if result.returncode != 0:
         raise ClusterError(f"`ray stop` failed:\n{result.stderr[-2000:]}")
+    # `ray stop` returns while the head's processes are still exiting; a `cascade up` in that window would
+    # find a dying head and fail to connect. Return only once it is gone.
+    deadline = time.monotonic() + 30
+    while ray_is_running() and time.monotonic() < deadline:
+        time.sleep(0.5)
     return True
