@@ -19,6 +19,7 @@ from opentelemetry import trace
 from cluster.config import RouteConfig
 from cluster.telemetry import semconv
 from deployments.judge import candidate_from_message
+from deployments.tool_choice import forced_tools
 from deployments.protocol import ChatRequest, GatewayError
 from deployments.vllm_engine import ChatResult
 from policies.confidence import CONFIDENCE_POLICIES, ConfidenceSignals, token_uncertainty
@@ -126,8 +127,8 @@ def local_verifiers(request: ChatRequest) -> list[Verifier]:
     elif request.response_format is not None and request.response_format.type == "json_object":
         verifiers.append(SchemaVerifier({"type": "object"}))
     if request.tools:
-        forced = request.tool_choice not in (None, "auto", "none")
-        verifiers.append(ToolCallVerifier([t.model_dump(mode="json") for t in request.tools], require_call=forced))
+        tools = [t.model_dump(mode="json") for t in request.tools]
+        verifiers.append(ToolCallVerifier(tools, require_call=forced_tools(request.tier_body("")) is not None))
     return verifiers
 
 

@@ -57,7 +57,8 @@ def tools_system_prompt(tools: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _forced(body: dict[str, Any]) -> ForcedTools | None:
+def forced_tools(body: dict[str, Any]) -> ForcedTools | None:
+    """What a request forces: a named function, any call (`required`), or nothing (None)."""
     choice = body.get("tool_choice")
     if not body.get("tools"):
         return None
@@ -75,7 +76,7 @@ def rewrite_forced_tool_choice(
 
     Raises ValueError naming the function when a named tool_choice is not among `tools`.
     """
-    forced = _forced(body)
+    forced = forced_tools(body)
     if forced is None:
         return body, None
     tools = body["tools"]

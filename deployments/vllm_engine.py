@@ -17,7 +17,7 @@ from typing import Any
 
 from cluster.config import TierConfig
 from cluster.models import resolve_model
-from deployments.tool_choice import rewrite_forced_tool_choice, to_tool_calls
+from deployments.tool_choice import forced_tools, rewrite_forced_tool_choice, to_tool_calls
 
 # What slm-cascade relies on from every tier; a tier's engine_args may override them (e.g. a model-specific
 # tool parser on GPU). xgrammar compiles the JSON Schema / tool grammars; compact JSON (no free whitespace)
@@ -125,7 +125,7 @@ class VllmChatEngine:
         A forced tool choice is answered whole and sent as one chunk: its arguments are only valid once the
         guided JSON is complete, which is also when OpenAI's own API delivers them usefully.
         """
-        if _forced_tools(body):
+        if forced_tools(body) is not None:
             result = await self.chat(body)
             if result.is_error:
                 yield result.body
@@ -146,10 +146,6 @@ class VllmChatEngine:
 
     def shutdown(self) -> None:
         self._engine.shutdown()
-
-
-def _forced_tools(body: dict[str, Any]) -> bool:
-    return bool(body.get("tools")) and body.get("tool_choice") not in (None, "auto", "none")
 
 
 def completion_as_sse(response: dict[str, Any]) -> list[str]:
