@@ -136,8 +136,13 @@ def _find(folder: Path, category: str) -> Path:
     return versions[max(versions)]
 
 
-def load_cases(category: str, limit: int | None = None, folder: Path | None = None) -> list[Case]:
-    """The first `limit` cases of a category (all when None), in file order."""
+def load_cases(category: str, limit: int | None = None, folder: Path | None = None, offset: int = 0) -> list[Case]:
+    """`limit` cases of a category (all when None) from position `offset`, in file order.
+
+    Disjoint offsets give disjoint splits: e.g. traffic to learn from and cases to measure on.
+    """
+    if offset < 0:
+        raise BenchDataError(f"offset must be at least 0, got {offset}")
     if category not in CATEGORIES:
         raise BenchDataError(f"unknown BFCL category {category!r}; known: {', '.join(CATEGORIES)}")
     if limit is not None and limit < 1:
@@ -150,7 +155,7 @@ def load_cases(category: str, limit: int | None = None, folder: Path | None = No
     if CATEGORIES[category] != "irrelevance":
         answers = {row["id"]: row["ground_truth"] for row in _read_jsonl(_find(folder / "possible_answer", category))}
     cases = []
-    for row in questions[:limit]:
+    for row in questions[offset:None if limit is None else offset + limit]:
         if row["id"] not in answers and CATEGORIES[category] != "irrelevance":
             raise BenchDataError(f"case {row['id']!r} has no possible answer in {folder / 'possible_answer'}")
         cases.append(Case(

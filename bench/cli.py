@@ -16,11 +16,12 @@ from pathlib import Path
 from bench.bfcl import CATEGORIES, BenchDataError, load_cases
 from bench.load import LoadError
 from bench.runner import POLICIES, BenchError
+from cluster.fault_injection import FaultInjectionError
 
 __all__ = ["register"]
 
 DEFAULT_URL = "http://127.0.0.1:8000/v1"
-_ERRORS = (BenchError, BenchDataError, LoadError)
+_ERRORS = (BenchError, BenchDataError, LoadError, FaultInjectionError)
 
 
 def _say(message: str) -> None:
@@ -49,7 +50,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     report = run_bench(args.url, args.category, args.limit, args.policies.split(","), args.concurrency, args.out,
                        guided=not args.no_guided, llm_tier=args.llm_tier, simulated_tiers=args.simulated_tier,
-                       sweep_min_success_rate=args.min_success_rate if args.sweep_thresholds else None)
+                       sweep_min_success_rate=args.min_success_rate if args.sweep_thresholds else None,
+                       offset=args.offset)
     for label, figures in report["policies"].items():
         print(f"{label:<24} n={figures['n']:<4} success={figures['success_rate']:.1%} cps={figures['cps']}")
     print(f"report: {Path(args.out) / 'report.md'}")
@@ -83,7 +85,8 @@ def _cmd_load(args: argparse.Namespace) -> int:
 
     require_loopback(args.url)
     policy = parse_policies([args.policy])[0]
-    bodies = [request_body(case, policy, guided=True) for case in load_cases(args.category, args.limit)]
+    cases = load_cases(args.category, args.limit, offset=args.offset)
+    bodies = [request_body(case, policy, guided=True) for case in cases]
     levels = [int(level) for level in args.concurrency.split(",")]
     headers = {"x-cascade-route": policy.route} if policy.route else {}
     report = asyncio.run(run_load(args.url, bodies, levels, args.requests, args.max_duration_s,
@@ -93,6 +96,31 @@ def _cmd_load(args: argparse.Namespace) -> int:
         Path(args.out).write_text(text)
     print(text)
     return 0
+
+
+@_guarded
+def _cmd_faults(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from bench.faults import LOAD_BODY, format_summary, run_fault
+    from bench.plots import plot_fault_timeline
+    from cluster.config import load_config
+    from cluster.fault_injection import kill_engine, kill_replica
+
+    config = load_config(args.config)
+    deployment = f"tier-{args.tier}"
+    inject = partial({"replica": kill_replica, "engine": kill_engine}[args.fault], config.app_name, deployment)
+    run = asyncio.run(run_fault(args.url, LOAD_BODY, inject, fault=f"kill {args.fault} of {deployment}",
+                                app=config.app_name, deployment=deployment, tier=args.tier,
+                                concurrency=args.concurrency, before_s=args.before_s, after_s=args.after_s,
+                                max_duration_s=args.max_duration_s, on_progress=_say))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = run.to_dict()
+    (out / "faults.json").write_text(json.dumps(result, indent=2))
+    print(format_summary(result["summary"]))
+    print(f"timeline: {plot_fault_timeline(result, out / 'fault_timeline.png')}")
+    return 1 if result["summary"]["lost"] else 0
 
 
 @_guarded
@@ -114,6 +142,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=DEFAULT_URL, help=f"OpenAI base URL (default {DEFAULT_URL})")
     parser.add_argument("--category", default="simple_python", choices=list(CATEGORIES))
     parser.add_argument("--limit", type=int, help="first N cases (default: all)")
+    parser.add_argument("--offset", type=int, default=0, help="skip the first N cases (disjoint splits)")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -149,6 +178,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     load.add_argument("--watch-replicas", action="store_true", help="sample Ray Serve replica counts (cascade status)")
     load.add_argument("--out", help="also write the JSON here")
     load.set_defaults(run=_cmd_load)
+
+    faults = actions.add_parser("faults", help="fixed load on the local cluster while a replica or engine is killed")
+    faults.add_argument("--url", default=DEFAULT_URL, help=f"OpenAI base URL, loopback only (default {DEFAULT_URL})")
+    faults.add_argument("--config", help="config the cluster was started with (default: the embedded default)")
+    faults.add_argument("--fault", choices=["replica", "engine"], default="replica",
+                        help="SIGKILL the tier's replica process, or only the vLLM engine inside it")
+    faults.add_argument("--tier", default="slm", help="vLLM tier whose replica is hit")
+    faults.add_argument("--concurrency", type=int, default=4)
+    faults.add_argument("--before-s", type=float, default=15.0, help="load before the fault")
+    faults.add_argument("--after-s", type=float, default=15.0, help="load after the tier serves again")
+    faults.add_argument("--max-duration-s", type=float, default=300.0, help="deadline for the whole run")
+    faults.add_argument("--out", default="faults-out", help="folder for faults.json and fault_timeline.png")
+    faults.set_defaults(run=_cmd_faults)
 
     simulate = commands.add_parser("simulate-llm", help="an OpenAI-protocol stand-in LLM answering BFCL cases")
     simulate.add_argument("--category", action="append", choices=list(CATEGORIES), help="repeatable")

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
+from cluster.client_auth import auth_headers
+
 __all__ = ["LevelResult", "LoadError", "LoadReport", "require_loopback", "run_load"]
 
 ReplicaReader = Callable[[], Mapping[str, int]]  # deployment name -> running replicas
@@ -142,7 +144,8 @@ async def run_load(
         sampler = asyncio.create_task(_sample_replicas(replica_reader, report, started, sample_every_s))
     limits = httpx.Limits(max_connections=max(concurrency_levels))
     try:
-        async with httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", limits=limits) as client:
+        async with httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", headers=auth_headers(),
+                                     limits=limits) as client:
             for concurrency in concurrency_levels:
                 if time.monotonic() >= deadline:
                     break

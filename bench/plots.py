@@ -59,3 +59,29 @@ def write_plots(report: dict[str, Any], by_policy: dict[str, list[dict[str, Any]
         names.append("cps_vs_threshold.png")
     plt.close("all")
     return names
+
+
+def plot_fault_timeline(run: dict[str, Any], path: Path) -> Path:
+    """Each request of a fault run as a dot (start time, latency), coloured by outcome and answering tier."""
+    plt = _pyplot()
+    summary, records = run["summary"], run["records"]
+    figure, axis = plt.subplots(figsize=(8, 4))
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        label = f"ok ({record['final_tier']})" if record["outcome"] == "ok" else record["outcome"]
+        groups.setdefault(label, []).append(record)
+    for label, members in sorted(groups.items()):
+        axis.scatter([r["started_s"] for r in members], [r["latency_s"] for r in members], s=12, label=label)
+    fault_at = run.get("fault_at_s")
+    marks = [("fault", fault_at), ("replica replaced", summary["replica_replaced_after_s"]),
+             (f"{summary['tier']} serving again", summary["tier_serving_again_after_s"])]
+    for (label, offset), style in zip(marks, ("-", "--", ":"), strict=True):
+        if fault_at is not None and offset is not None:
+            axis.axvline(fault_at + (offset if label != "fault" else 0), color="black", linestyle=style, label=label)
+    axis.set(xlabel="request start (s)", ylabel="latency (s)",
+             title=f"{summary['fault']} under load: {summary['sent']} sent, {summary['lost']} lost")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path

@@ -29,6 +29,7 @@ from bench import report as report_module
 from bench.bfcl import Case, load_cases
 from bench.calls import parse_answer, unguided_messages
 from bench.scorer import score_case
+from cluster.client_auth import auth_headers
 
 __all__ = ["POLICIES", "BenchError", "Policy", "parse_policies", "run_bench"]
 
@@ -140,7 +141,8 @@ async def _gateway_route(client: httpx.AsyncClient, route: str) -> dict[str, Any
 async def _run(base_url: str, cases: Sequence[Case], policies: Sequence[Policy], concurrency: int, out: Path,
                guided: bool, simulated_tiers: frozenset[str], timeout_s: float) -> None:
     limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", timeout=timeout_s, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", headers=auth_headers(), timeout=timeout_s,
+                                 limits=limits) as client:
         await _check_endpoint(client, base_url)
         gate = asyncio.Semaphore(concurrency)
 
@@ -173,6 +175,7 @@ def run_bench(
     simulated_tiers: Iterable[str] = (),
     sweep_min_success_rate: float | None = None,
     timeout_s: float = 300.0,
+    offset: int = 0,
 ) -> dict[str, Any]:
     """Run the cases, then write report.json, report.md and plots to `out_dir`; returns the report.
 
@@ -186,7 +189,7 @@ def run_bench(
     if sweep_min_success_rate is not None:
         have = {p.name for p in parsed}
         parsed += parse_policies([n for n in ("slm-only", "llm-only") if n not in have], llm_tier=llm_tier)
-    cases = load_cases(category, limit)
+    cases = load_cases(category, limit, offset=offset)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     try:

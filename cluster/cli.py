@@ -9,11 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.cli import register as register_bench_commands
+from cluster.adapt import AdaptError, format_adapt_result, run_adapt
+from cluster.adaptation.dataset import NotEnoughDataError
+from cluster.adaptation.train import TrainingError, TrainSettings
 from cluster.calibrate import CalibrateError
 from cluster.config import ConfigError, load_config
 from cluster.k8s import K8sError
 from cluster.local import ClusterError
 from cluster.models import EMBEDDED_MODELS, ModelPreparationError
+from cluster.recording import RecordingError
 from cluster.render import RenderError
 from cluster.report import ReportError
 
@@ -68,6 +72,39 @@ def _cmd_report(args: argparse.Namespace) -> int:
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     if args.plot:
         print(f"plot: {plot_report(report, args.plot)}", file=sys.stderr)
+    return 0
+
+
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    try:
+        settings = TrainSettings(epochs=args.epochs, rank=args.rank, learning_rate=args.learning_rate)
+    except ValueError as error:
+        raise AdaptError(str(error)) from None
+    result = run_adapt(Path(args.config), args.route,
+                       base_url=args.url or f"http://{config.gateway.host}:{config.gateway.port}",
+                       settings=settings, held_out_fraction=args.held_out, apply=not args.no_apply,
+                       timeout_s=args.timeout_s, progress=_say)
+    print(format_adapt_result(result))
+    return 0
+
+
+def _cmd_keys_create(args: argparse.Namespace) -> int:
+    import yaml
+
+    from policies.access import generate_api_key, hash_api_key
+
+    token = generate_api_key()
+    entry: dict = {"name": args.name, "sha256": hash_api_key(token)}
+    if args.routes:
+        entry["routes"] = args.routes.split(",")
+    if args.direct_tiers:
+        entry["direct_tiers"] = True
+    if args.requests_per_minute is not None:
+        entry |= {"requests_per_minute": args.requests_per_minute, "burst": args.burst}
+    print(token)  # stdout carries only the token, so `KEY=$(cascade keys create ...)` works
+    _say("this token is shown once; store it in your secret manager. Add this entry to gateway.auth.keys:\n"
+         + yaml.safe_dump([entry], sort_keys=False))
     return 0
 
 
@@ -163,6 +200,25 @@ def _add_k8s_commands(commands: argparse._SubParsersAction) -> None:
     k8s.choices["wait"].add_argument("--timeout-s", type=float, default=1800.0)
 
 
+def _add_adapt_command(commands: argparse._SubParsersAction) -> None:
+    defaults = TrainSettings()
+    adapt = commands.add_parser("adapt", help="train a LoRA adapter of a route's SLM on its recorded escalations; "
+                                "promote it if it wins on held-out requests")
+    adapt.add_argument("--config", required=True, help="the running cluster's YAML config (rewritten on promotion; "
+                       "the previous version is kept as FILE.bak, comments are lost)")
+    adapt.add_argument("--route", required=True, help="route whose recorded examples train the adapter")
+    adapt.add_argument("--url", help="gateway base URL (default: from the config)")
+    adapt.add_argument("--epochs", type=int, default=defaults.epochs)
+    adapt.add_argument("--rank", type=int, default=defaults.rank, help="LoRA rank (at most the tier's max_lora_rank)")
+    adapt.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    adapt.add_argument("--held-out", type=float, default=0.25, metavar="F",
+                       help="share of the examples kept out of training to judge the adapter")
+    adapt.add_argument("--no-apply", action="store_true",
+                       help="only report: leave the config and the cluster as they are (the adapter is still written)")
+    adapt.add_argument("--timeout-s", type=float, default=900.0, help="for applying a promoted adapter")
+    adapt.set_defaults(run=_cmd_adapt)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cascade", description="SLM-first serving cluster for agentic workloads.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -191,6 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--plot", type=Path, metavar="PNG", help="also write cost and latency plots")
     report.set_defaults(run=_cmd_report)
 
+    _add_adapt_command(commands)
+
+    keys = commands.add_parser("keys", help="gateway API keys").add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create", help="print a new bearer token and its config entry (only the digest is kept)")
+    create.add_argument("--name", required=True, help="who holds the key")
+    create.add_argument("--routes", help="comma-separated routes the key may use (default: all)")
+    create.add_argument("--direct-tiers", action="store_true", help="may address tiers by name")
+    create.add_argument("--requests-per-minute", type=float, help="rate limit per gateway replica")
+    create.add_argument("--burst", type=int, default=10, help="requests allowed at once before the rate applies")
+    create.set_defaults(run=_cmd_keys_create)
+
     models = commands.add_parser("models", help="embedded model cache").add_subparsers(dest="action", required=True)
     prepare = models.add_parser("prepare", help="convert embedded GGUF models into the cache (idempotent)")
     prepare.add_argument("names", nargs="*", metavar="NAME", help=f"default: all of {sorted(EMBEDDED_MODELS)}")
@@ -207,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except (ConfigError, ClusterError, ModelPreparationError, CalibrateError, ReportError, RenderError,
-            K8sError) as error:
+            K8sError, AdaptError, NotEnoughDataError, TrainingError, RecordingError) as error:
         _say(str(error))
         return 2
 

@@ -83,6 +83,32 @@ class DeploymentOptions(StrictModel):
         }
 
 
+ADAPTER_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,40}$"
+
+
+class LoraSettings(StrictModel):
+    """LoRA adapters a vLLM tier serves over its model; requests name one, Serve routes them to replicas holding it."""
+
+    max_loras: int = Field(
+        4, ge=1, description="Adapters one replica holds at once (the least recently used is unloaded): Serve's "
+        "max_num_models_per_replica and vLLM's max_loras, the adapters one batch may mix.",
+    )
+    max_lora_rank: Literal[1, 8, 16, 32, 64, 128, 256] = Field(
+        8, description="Largest adapter rank accepted; vLLM sizes its LoRA buffers by it, and takes only these values.",
+    )
+    adapters: dict[Annotated[str, Field(pattern=ADAPTER_NAME_PATTERN)], Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=dict, description="Adapter name (what a request asks for) -> a PEFT LoRA adapter folder: a "
+        "local path, or a URI (file://, s3://, gs://) downloaded once; a URI's content must not change.",
+    )
+    cache_dir: str | None = Field(
+        None, description="Where adapters given by URI are downloaded; default: adapters/ in the slm-cascade cache.",
+    )
+    adapter_dir: str | None = Field(
+        None, description="A local folder whose sub-folders are adapters too, by folder name: `cascade adapt` "
+        "writes there, so a new adapter serves without restarting the engines.",
+    )
+
+
 class TierConfig(StrictModel):
     """A tier served by vLLM engines in this cluster, one Ray Serve deployment."""
 
@@ -101,6 +127,7 @@ class TierConfig(StrictModel):
         25.0, gt=0, description="Modelled power while a replica works on a request: energy = watts x engine time, "
         "reported with source `model` (no NVML/RAPL counter is read for it).",
     )
+    lora: LoraSettings | None = Field(None, description="LoRA adapters served over the model; None: none.")
 
     @model_validator(mode="after")
     def _engine_args_owned_elsewhere(self) -> TierConfig:
@@ -165,6 +192,12 @@ class RouteConfig(StrictModel):
     tool_execution: Literal["client", "server"] = Field(
         "client", description="server: validated calls to registered tools run in the gateway."
     )
+    adapter: str | None = Field(
+        None, pattern=ADAPTER_NAME_PATTERN, description="LoRA adapter the route's first tier runs with (its `lora`)."
+    )
+    record: bool = Field(
+        True, description="With gateway.recording on: store this route's escalated, verified answers.",
+    )
 
     @model_validator(mode="after")
     def _known_policies(self) -> RouteConfig:
@@ -175,12 +208,58 @@ class RouteConfig(StrictModel):
         return self
 
 
+class ApiKeyConfig(StrictModel):
+    """One client's key: only its SHA-256 digest is configured (`cascade keys create` prints both)."""
+
+    name: str = Field(pattern=TIER_NAME_PATTERN, description="Who holds the key; shown in errors and metrics.")
+    sha256: str = Field(pattern=r"^sha256:[0-9a-f]{64}$", description="Digest of the bearer token, never the token.")
+    routes: list[str] = Field(default_factory=list, description="Routes the key may use; empty: every route.")
+    direct_tiers: bool = Field(False, description="May address a tier by name, bypassing the cascade.")
+    requests_per_minute: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                              description="Per gateway replica; None: unlimited.")
+    burst: int = Field(10, ge=1, description="Requests allowed at once before the per-minute rate applies.")
+
+
+class AuthConfig(StrictModel):
+    """Bearer-token access to the HTTP API. On unless a config turns it off (the embedded local default does)."""
+
+    required: bool = Field(True, description="Refuse HTTP requests without a valid key (401).")
+    keys: list[ApiKeyConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _keys_when_required(self) -> AuthConfig:
+        if self.required and not self.keys:
+            raise ValueError("auth is required (the default) but no keys are configured: add one under "
+                             "gateway.auth.keys (`cascade keys create` makes one), or set gateway.auth.required: "
+                             "false for a local, loopback-only run")
+        _no_duplicates("auth.keys", [key.name for key in self.keys])
+        _no_duplicates("auth.keys digests", [key.sha256 for key in self.keys])
+        return self
+
+
+class RecordingConfig(StrictModel):
+    """Stores escalated requests whose fallback answer passed verification: training data for adapters."""
+
+    enabled: bool = False
+    path: str | None = Field(None, description="SQLite file; default: recordings.sqlite in the slm-cascade cache.")
+    extra_fields: list[str] = Field(
+        default_factory=list, description="Request fields stored beyond the contract (messages, tools, formats)."
+    )
+
+
 class GatewayConfig(StrictModel):
     host: str = Field("127.0.0.1", description="Address the HTTP proxy binds.")
     port: int = Field(8000, ge=1, le=65535)
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Larger request bodies get 413.")
     max_tokens_limit: int = Field(4096, ge=1, description="Upper bound a client may ask for in max_tokens.")
+    default_max_tokens: int = Field(1024, ge=1, description="max_tokens for a request that sets none: without it "
+                                    "an engine generates to the end of its context window.")
     request_timeout_s: float = Field(120.0, gt=0, description="Deadline for one tier call.")
+    default_deadline_s: float = Field(300.0, gt=0, description="Deadline for a whole request unless the client "
+                                      "sets one (header x-cascade-deadline-s or body `deadline_s`).")
+    max_deadline_s: float = Field(600.0, gt=0, description="Largest deadline a client may set.")
+    auth: AuthConfig = Field(default_factory=dict, validate_default=True)  # required, no keys: fails, by design
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
     tools: list[str] = Field(
         default_factory=list, description="`module:function` paths of tools the gateway may execute (server mode)."
     )
@@ -217,6 +296,16 @@ class CascadeConfig(StrictModel):
                 raise ValueError(f"routes.{route.name}.tiers: unknown tiers {unknown}; known: {names}")
             if route.judge is not None and route.judge.tier not in vllm_names:
                 raise ValueError(f"routes.{route.name}.judge.tier: {route.judge.tier!r} is not a vLLM tier")
+            if route.adapter is not None:
+                first = self.tier(self.route_tiers(route)[0])
+                if not isinstance(first, TierConfig) or first.lora is None:
+                    raise ValueError(f"routes.{route.name}.adapter: its first tier {first.name!r} has no `lora` "
+                                     "settings, so it cannot serve adapters")
+        route_names = {route.name for route in self.routes}
+        for key in self.gateway.auth.keys:
+            unknown = sorted(set(key.routes) - route_names)
+            if unknown:
+                raise ValueError(f"gateway.auth.keys.{key.name}.routes: unknown routes {unknown}")
         return self
 
     @property

@@ -13,6 +13,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from cluster.client_auth import API_KEY_ENV, auth_headers
+
 COLUMNS = (
     ("requests", "requests", "{:d}"),
     ("successes", "ok", "{:d}"),
@@ -33,9 +35,13 @@ class ReportError(RuntimeError):
 
 
 def fetch_report(base_url: str) -> dict[str, Any]:
+    request = urllib.request.Request(f"{base_url}/v1/cascade/report", headers=auth_headers())
     try:
-        with urllib.request.urlopen(f"{base_url}/v1/cascade/report", timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        hint = f" (set {API_KEY_ENV})" if error.code == 401 else ""
+        raise ReportError(f"the gateway at {base_url} answered {error.code}{hint}") from None
     except (urllib.error.URLError, OSError) as error:
         raise ReportError(f"cannot reach the gateway at {base_url}: {error}; is the cluster up?") from None
 

@@ -8,44 +8,85 @@ through the cascade; a tier's name runs that tier alone (still verified and repo
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from ray.serve.handle import DeploymentHandle
 
-from cluster.config import DEFAULT_MODEL_ALIAS, DEFAULT_ROUTE, CascadeConfig, RemoteTierConfig, RouteConfig
+from cluster.config import (
+    ADAPTER_NAME_PATTERN,
+    DEFAULT_MODEL_ALIAS,
+    DEFAULT_ROUTE,
+    AuthConfig,
+    CascadeConfig,
+    GatewayConfig,
+    RemoteTierConfig,
+    RouteConfig,
+    TierConfig,
+)
+from cluster.recording import RecordedExample, RecordingStore, recording_path
 from cluster.telemetry import semconv
 from cluster.telemetry.accounting import UnknownRequestError
 from cluster.telemetry.metrics import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from cluster.telemetry.service import GatewayTelemetry
 from cluster.telemetry.tracing import extract_context, record_content
-from deployments.cascade import CascadeResult, CascadeRunner, Tier
+from deployments.cascade import Attempt, CascadeResult, CascadeRunner, Tier
 from deployments.judge import JudgeClient
+from deployments.openapi import FEEDBACK_SCHEMA, chat_request_schema, json_body
 from deployments.protocol import ChatRequest, GatewayError, NamedToolChoice
 from deployments.remote_tier import RemoteTierClient
-from deployments.tier_client import TierClient
+from deployments.adapters import available_adapters
+from deployments.tier_client import AdapterClient, TierClient
 from deployments.tool_execution import ToolExecutor
 from deployments.vllm_engine import completion_as_sse
+from policies.access import AccessError, ApiKey, KeyRing, RateLimiter
 from policies.cost import TierPrice
+from policies.schema_limits import check_request_limits
 from policies.tool_registry import load_registry
 from policies.verifiers import InvalidSchemaError, SchemaVerifier, validate_tool_schemas
 
 api = FastAPI(title="slm-cascade", description="OpenAI-compatible gateway of an SLM-first serving cluster.")
 
 
+DEADLINE_HEADER = "x-cascade-deadline-s"
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
 def error_response(error: GatewayError) -> JSONResponse:
-    headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s is not None else None
+    headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s is not None else {}
+    if error.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
 @api.exception_handler(GatewayError)
 async def _gateway_error(_: Request, error: GatewayError) -> JSONResponse:
     return error_response(error)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    """Routing errors (unknown path 404, wrong method 405) in the same OpenAI shape as every other error."""
+    return error_response(GatewayError(error.status_code, str(error.detail), code="not_found"
+                                       if error.status_code == 404 else "invalid_request"))
+
+
+@api.exception_handler(RequestValidationError)
+async def _request_validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+    first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
+    param = ".".join(str(part) for part in first["loc"]) or None
+    return error_response(GatewayError(400, f"{param}: {first['msg']}" if param else first["msg"], param=param,
+                                       code="invalid_value"))
 
 
 @api.exception_handler(Exception)
@@ -75,6 +116,43 @@ async def read_json_body(request: Request, max_bytes: int) -> Any:
         raise GatewayError(400, f"request body is not valid JSON: {error}", code="invalid_json") from None
     except RecursionError:
         raise GatewayError(400, "request body is nested too deeply", code="invalid_json") from None
+
+
+def keyring_from_config(auth: AuthConfig) -> KeyRing | None:
+    """The configured keys; None when auth is off (then every HTTP caller is admitted)."""
+    if not auth.required:
+        return None
+    return KeyRing(ApiKey(key.name, key.sha256, frozenset(key.routes), key.direct_tiers, key.requests_per_minute,
+                          key.burst) for key in auth.keys)
+
+
+def as_gateway_error(error: AccessError) -> GatewayError:
+    """Access errors name the key's holder, never the token, so their message is safe to return."""
+    return GatewayError(error.status, str(error), code=error.code, retry_after_s=getattr(error, "retry_after_s", None))
+
+
+def request_deadline(request: ChatRequest, header: str | None, gateway: GatewayConfig) -> float:
+    """Seconds the whole request may take: the client's (header wins over body) within the gateway's limit."""
+    value: float | None = request.deadline_s
+    if header is not None:
+        try:
+            value = float(header)
+        except ValueError:
+            value = -1.0
+        if not value > 0:
+            raise GatewayError(400, f"header {DEADLINE_HEADER} must be a positive number of seconds",
+                               param=DEADLINE_HEADER, code="invalid_value")
+    if value is None:
+        return gateway.default_deadline_s
+    if value > gateway.max_deadline_s:
+        raise GatewayError(400, f"deadline_s must be <= {gateway.max_deadline_s:g}, got {value:g}",
+                           param="deadline_s", code="invalid_value")
+    return value
+
+
+def trace_carrier(headers: Mapping[str, str]) -> dict[str, str]:
+    """Only the W3C trace headers travel on; the rest (the caller's key among them) stays at the edge."""
+    return {name: headers[name] for name in TRACE_HEADERS if name in headers}
 
 
 def _response_body(request: ChatRequest, result: CascadeResult) -> dict[str, Any]:
@@ -136,13 +214,17 @@ class Gateway:
             )
             tiers[tier.name] = Tier(backend, TierPrice(tier.price.input_per_1m_usd, tier.price.output_per_1m_usd))
         self.tiers = tiers
+        self.keyring = keyring_from_config(self.config.gateway.auth)
+        self.rate_limiter = RateLimiter()
         self.tools = ToolExecutor(load_registry(self.config.gateway.tools), self.config.gateway.tool_timeout_s)
         self.telemetry = GatewayTelemetry.start(self.config.gateway.telemetry)
         tracer = self.telemetry.tracer
+        self.recorder = (RecordingStore(recording_path(self.config.gateway.recording))
+                         if self.config.gateway.recording.enabled else None)
         self.routes = {
             route.name: CascadeRunner(
                 route,
-                [tiers[name] for name in self.config.route_tiers(route)],
+                self._route_tiers(route),
                 JudgeClient(judge_handles[route.name]) if route.name in judge_handles else None,
                 tracer,
             )
@@ -169,12 +251,18 @@ class Gateway:
         """
         parsed = self._validate(request)
         runner = self._runner(parsed, route)
+        deadline_s = request_deadline(parsed, None, self.config.gateway)
         context = extract_context(trace_context or {})
         with self.telemetry.tracer.start_as_current_span(semconv.SPAN_REQUEST, context=context) as span:
             span.set_attributes({semconv.CASCADE_ROUTE: runner.route.name, semconv.GEN_AI_OPERATION_NAME: "chat",
                                  semconv.GEN_AI_REQUEST_MODEL: parsed.model})
             try:
-                result = await runner.run(parsed)
+                try:
+                    async with asyncio.timeout(deadline_s):  # cancels tier calls in flight, engine work with them
+                        result = await runner.run(parsed)
+                except TimeoutError:
+                    raise GatewayError(504, f"request did not finish within its deadline of {deadline_s:g} s",
+                                       code="deadline_exceeded") from None
                 body = _response_body(parsed, result)
             except GatewayError as error:
                 span.set_attributes({semconv.CASCADE_OUTCOME: "failure", semconv.ERROR_TYPE: error.code or "error"})
@@ -183,6 +271,8 @@ class Gateway:
             report["request_id"] = body["id"]
             record_content(span, self.config.gateway.telemetry, input_messages=parsed.messages,
                            output_messages=[choice["message"] for choice in body["choices"]])
+            if parsed.model == DEFAULT_MODEL_ALIAS:
+                await self._record(runner.route, parsed, result.final, body["choices"][0]["message"])
             if runner.route.tool_execution == "server" and report["verified"]:
                 report["tool_results"] = await self.tools.execute(body["choices"][0]["message"], self.telemetry.tracer)
             span.set_attributes({
@@ -211,31 +301,40 @@ class Gateway:
 
     # ---- HTTP routes ------------------------------------------------------------------------------------
 
-    @api.post("/v1/chat/completions")
+    @api.post("/v1/chat/completions", openapi_extra=json_body(chat_request_schema()))
     async def http_chat(self, request: Request) -> Response:
+        key = self._authenticate(request)  # before the body is read: an anonymous caller costs nothing more
         payload = await read_json_body(request, self.config.gateway.max_body_bytes)
         parsed = self._validate(payload)
         route = request.headers.get("x-cascade-route")
+        self._admit(key, parsed, route)
+        deadline = request_deadline(parsed, request.headers.get(DEADLINE_HEADER), self.config.gateway)
+        parsed = parsed.model_copy(update={"deadline_s": deadline})
         if not parsed.stream:
-            body = await self.chat(parsed, route, dict(request.headers))
+            body = await self.chat(parsed, route, trace_carrier(request.headers))
             return JSONResponse(body, headers=_report_headers(body["cascade"]))
         lines = self.chat_stream(parsed, route)
         first = await anext(lines)  # errors before the first token still get their own status code
         return StreamingResponse(_prepend(first, lines), media_type="text/event-stream")
 
     @api.get("/v1/models")
-    async def http_models(self) -> dict[str, Any]:
+    async def http_models(self, request: Request) -> dict[str, Any]:
+        self._authenticate(request)
         ids = [DEFAULT_MODEL_ALIAS, *self.tiers]
+        for name, tier in self._lora_tiers().items():
+            ids += [f"{name}:{adapter}" for adapter in await asyncio.to_thread(available_adapters, tier.lora)]
         return {"object": "list", "data": [{"id": i, "object": "model", "owned_by": "slm-cascade"} for i in ids]}
 
     @api.get("/v1/cascade/report")
-    async def http_report(self) -> dict[str, Any]:
+    async def http_report(self, request: Request) -> dict[str, Any]:
         """This replica's accounting over its sliding window: CPS, rates, latency, tokens, energy and source."""
+        self._authenticate(request)
         return self.telemetry.report()
 
-    @api.post("/v1/cascade/feedback/{request_id}")
+    @api.post("/v1/cascade/feedback/{request_id}", openapi_extra=json_body(FEEDBACK_SCHEMA))
     async def http_feedback(self, request_id: str, request: Request) -> dict[str, Any]:
         """A client reports the real outcome of a request (e.g. the tool call did the job) after the fact."""
+        self._authenticate(request)
         payload = await read_json_body(request, 4096)
         success = payload.get("success") if isinstance(payload, dict) else None
         if not isinstance(success, bool):
@@ -257,6 +356,66 @@ class Gateway:
 
     # ---- internals --------------------------------------------------------------------------------------
 
+    def _route_tiers(self, route: RouteConfig) -> list[Tier]:
+        """The route's tiers; with an adapter, its first tier runs it (same breaker: it is the same replicas)."""
+        tiers = [self.tiers[name] for name in self.config.route_tiers(route)]
+        if route.adapter is not None:
+            tiers[0] = self._adapted(tiers[0].name, route.adapter)
+        return tiers
+
+    def _adapted(self, tier_name: str, adapter: str) -> Tier:
+        tier = self.tiers[tier_name]
+        return dataclasses.replace(tier, backend=AdapterClient(tier.backend, adapter))
+
+    def _known_model(self, model: str) -> bool:
+        """`cascade`, a tier, or `<tier>:<adapter>` for a tier with LoRA (the replica knows which adapters exist)."""
+        if model == DEFAULT_MODEL_ALIAS or model in self.tiers:
+            return True
+        tier_name, colon, adapter = model.partition(":")
+        valid_name = re.fullmatch(ADAPTER_NAME_PATTERN, adapter) is not None
+        return bool(colon) and tier_name in self._lora_tiers() and valid_name
+
+    def _lora_tiers(self) -> dict[str, TierConfig]:
+        return {tier.name: tier for tier in self.config.vllm_tiers if tier.lora is not None}
+
+    async def _record(self, route: RouteConfig, request: ChatRequest, final: Attempt,
+                      message: dict[str, Any]) -> None:
+        """Keeps an escalated request whose answer passed every verifier: what `cascade adapt` trains on.
+
+        Passing the verifiers is the test, not the cascade's acceptance: a remote LLM gives no logprobs, so its
+        confidence may stay under the route's threshold while its answer is verifiably right.
+        """
+        verdicts = final.outcome.verdicts
+        if self.recorder is None or not route.record or not verdicts or not all(v.passed for v in verdicts):
+            return
+        if final.tier == self.config.route_tiers(route)[0]:
+            return  # the SLM answered: nothing to learn. Escalated or pre-routed past it: a lesson for it
+        example = RecordedExample.create(route.name, final.tier, request.model_dump(
+            mode="json", by_alias=True, exclude_none=True), message, self.config.gateway.recording.extra_fields)
+        await asyncio.to_thread(self.recorder.record, example)
+
+    def _authenticate(self, request: Request) -> ApiKey | None:
+        """The caller's key (None when auth is off). /healthz and /metrics stay open for probes and scrapers;
+        the chart's NetworkPolicy decides who reaches them."""
+        if self.keyring is None:
+            return None
+        try:
+            return self.keyring.authenticate(request.headers.get("authorization"))
+        except AccessError as error:
+            raise as_gateway_error(error) from None
+
+    def _admit(self, key: ApiKey | None, request: ChatRequest, route: str | None) -> None:
+        """May this key send this request now: its routes, direct tier access and rate limit."""
+        if key is None:
+            return
+        direct = request.model != DEFAULT_MODEL_ALIAS
+        try:
+            self.keyring.authorize(key, route=None if direct else self._runner(request, route).route.name,
+                                   tier=request.model if direct else None)
+            self.rate_limiter.acquire(key)
+        except AccessError as error:
+            raise as_gateway_error(error) from None
+
     def _validate(self, request: ChatRequest | dict[str, Any]) -> ChatRequest:
         if isinstance(request, ChatRequest):
             parsed = request
@@ -267,16 +426,24 @@ class Gateway:
                 raise GatewayError.from_validation(error) from None
         else:
             raise GatewayError(400, "request body must be a JSON object", code="invalid_value")
-        if parsed.model != DEFAULT_MODEL_ALIAS and parsed.model not in self.tiers:
-            known = ", ".join([DEFAULT_MODEL_ALIAS, *self.tiers])
+        if not self._known_model(parsed.model):
+            known = ", ".join([DEFAULT_MODEL_ALIAS, *self.tiers, *(f"{t}:ADAPTER" for t in self._lora_tiers())])
             raise GatewayError(
                 404, f"model {parsed.model!r} does not exist; known: {known}", param="model", code="model_not_found"
             )
         limit = self.config.gateway.max_tokens_limit
         requested = parsed.requested_max_tokens
-        if requested is not None and requested > limit:
+        if requested is None:
+            parsed = parsed.model_copy(update={"max_tokens": self.config.gateway.default_max_tokens})
+        elif requested > limit:
             param = "max_completion_tokens" if parsed.max_completion_tokens else "max_tokens"
             raise GatewayError(400, f"{param} must be <= {limit}, got {requested}", param=param, code="invalid_value")
+        tool_schemas = [tool.function.parameters for tool in parsed.tools or []]
+        try:  # one budget for the whole request: a forced tool choice compiles every tool into one grammar
+            check_request_limits([*tool_schemas, *([parsed.response_schema] if parsed.response_schema else [])])
+        except InvalidSchemaError as error:
+            raise GatewayError(400, str(error), param="tools" if tool_schemas else "response_format",
+                               code="invalid_schema") from None
         try:
             if parsed.response_schema is not None:
                 SchemaVerifier(parsed.response_schema)
@@ -299,6 +466,10 @@ class Gateway:
 
     def _runner(self, request: ChatRequest, route: str | None) -> CascadeRunner:
         if request.model != DEFAULT_MODEL_ALIAS:
+            tier_name, _, adapter = request.model.partition(":")
+            if adapter:  # built per request: adapter names are open-ended, the cost is a few small objects
+                return CascadeRunner(RouteConfig(name=tier_name, tiers=[tier_name], max_repairs=0),
+                                     [self._adapted(tier_name, adapter)], tracer=self.telemetry.tracer)
             return self.single_tier[request.model]
         name = route or request.route or DEFAULT_ROUTE
         if name not in self.routes:

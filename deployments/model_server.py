@@ -1,21 +1,28 @@
-"""The model-server deployment: one vLLM engine per replica, one deployment per model tier."""
+"""The model-server deployment: one vLLM engine per replica, one deployment per model tier.
+
+A request for one of the tier's LoRA adapters carries the adapter's name as Serve's multiplexed model id
+(`handle.options(multiplexed_model_id=...)`), so Serve routes it to a replica that already holds the adapter.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Any
 
 from ray import serve
 
-from cluster.config import TierConfig
+from cluster.config import LoraSettings, TierConfig
 from cluster.telemetry import semconv
 from cluster.telemetry.energy import detect_energy_meter
 from cluster.telemetry.energy_ledger import EnergyLedger
 from cluster.telemetry.semconv import EnergySource
 from cluster.telemetry.service import deployment_tracer
 from cluster.telemetry.tracing import TracingSettings, extract_context
+from deployments.adapters import AdapterError, ResidentAdapters, UnknownAdapterError
 from deployments.vllm_engine import ChatResult, VllmChatEngine
 
 SPAN_ENGINE = "cascade.engine"
@@ -33,6 +40,37 @@ class ModelServer:
             (EnergySource.NVML, EnergySource.RAPL, EnergySource.MODEL), model_watts=self.tier.energy_model_watts
         ))
         self.engine = await VllmChatEngine.start(self.tier)
+        lora = self.tier.lora or LoraSettings()  # a tier without adapters: every adapter name is unknown
+        self.resident = ResidentAdapters(self.engine, lora)
+
+        async def hold_adapter(name: str) -> object:
+            return await self.resident.hold(name)
+
+        # Serve's cache size comes from the tier, so the loader is wrapped per replica, as Ray Serve LLM does. It
+        # wraps a plain function: Serve keeps its cache on the wrapped function (or `self`), never on a bound method.
+        self._load_adapter = serve.multiplexed(max_num_models_per_replica=lora.max_loras)(hold_adapter)
+
+    @asynccontextmanager
+    async def _addressed(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The body for the engine: addressed to the request's adapter, held for the request; else unchanged."""
+        name = serve.get_multiplexed_model_id()
+        if not name:
+            yield body
+            return
+        async with self.resident.in_use(name):
+            await self._load_adapter(name)
+            yield {**body, "model": name}
+
+    def _refusal(self, error: AdapterError) -> dict[str, Any]:
+        status = HTTPStatus.NOT_FOUND if isinstance(error, UnknownAdapterError) else HTTPStatus.BAD_REQUEST
+        return self.engine.error_body(str(error), status, param="model")
+
+    async def _chat(self, body: dict[str, Any]) -> ChatResult:
+        try:
+            async with self._addressed(body) as addressed:
+                return await self.engine.chat(addressed)
+        except AdapterError as error:
+            return ChatResult(self._refusal(error), engine_s=0.0)
 
     async def chat(self, body: dict[str, Any], trace_context: dict[str, str] | None = None) -> ChatResult:
         """One completion, in the caller's trace, with its share of the replica's metered energy."""
@@ -41,11 +79,11 @@ class ModelServer:
         with self.tracer.start_as_current_span(SPAN_ENGINE, context=context) as span:
             self.energy.start(request_id)
             try:
-                result = await self.engine.chat(body)
+                result = await self._chat(body)
             finally:
                 energy_j = self.energy.finish(request_id)
             span.set_attributes({semconv.CASCADE_TIER: self.tier.name, "cascade.engine_s": result.engine_s,
-                                 semconv.GEN_AI_REQUEST_MODEL: self.tier.name})
+                                 semconv.GEN_AI_REQUEST_MODEL: serve.get_multiplexed_model_id() or self.tier.name})
         return dataclasses.replace(result, energy_j=energy_j, energy_source=self.energy.source)
 
     async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[str | dict[str, Any]]:
@@ -54,10 +92,17 @@ class ModelServer:
         request_id = uuid.uuid4()
         self.energy.start(request_id)
         try:
-            async for item in self.engine.chat_stream(body):
-                yield item
+            async with self._addressed(body) as addressed:
+                async for item in self.engine.chat_stream(addressed):
+                    yield item
+        except AdapterError as error:
+            yield self._refusal(error)
         finally:
             self.energy.finish(request_id)
+
+    def adapters(self) -> dict[str, Any]:
+        """This replica and the adapters it holds, which Serve routes their requests to."""
+        return {"replica": serve.get_replica_context().replica_id.unique_id, "adapters": self.resident.held}
 
     async def check_health(self) -> None:
         await self.engine.check_health()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cluster.config import DEFAULT_MODEL_ALIAS
 
@@ -43,7 +43,8 @@ class GatewayError(Exception):
     def error_type(self) -> str:
         if self.status >= 500:
             return "server_error"
-        return {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}.get(
+        return {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                429: "rate_limit_error"}.get(
             self.status, "invalid_request_error"
         )
 
@@ -105,6 +106,9 @@ class ResponseFormat(BaseModel):
     json_schema: JsonSchemaFormat | None = None
 
 
+MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
 class ChatRequest(BaseModel):
     """An OpenAI chat-completions request; unknown fields are kept and forwarded to the tier."""
 
@@ -119,6 +123,18 @@ class ChatRequest(BaseModel):
     n: int = Field(1, ge=1, le=8)
     stream: bool = False
     route: str | None = Field(None, description="slm-cascade: the route (task type); also header x-cascade-route.")
+    deadline_s: float | None = Field(
+        None, gt=0, description="slm-cascade: seconds the whole request may take; also header x-cascade-deadline-s."
+    )
+
+    @field_validator("messages")
+    @classmethod
+    def _known_roles(cls, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Chat templates render any role string; an unknown one is a client error, not a prompt to complete."""
+        for index, message in enumerate(messages):
+            if message.get("role") not in MESSAGE_ROLES:
+                raise ValueError(f"messages[{index}].role must be one of {', '.join(MESSAGE_ROLES)}")
+        return messages
 
     @property
     def response_schema(self) -> dict[str, Any] | None:
@@ -132,6 +148,6 @@ class ChatRequest(BaseModel):
 
     def tier_body(self, tier_name: str) -> dict[str, Any]:
         """The body sent to a tier: the client's request, addressed to the tier's served model name."""
-        body = self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"route"})
+        body = self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"route", "deadline_s"})
         body["model"] = tier_name
         return body

@@ -41,13 +41,21 @@ class TierClient:
         self._handle = handle
         self._timeout_s = timeout_s
 
-    async def chat(self, body: dict[str, Any]) -> ChatResult:
+    def _handle_for(self, adapter: str | None) -> DeploymentHandle:
+        """The handle for a call: an adapter rides as Serve's multiplexed model id, which routes the call to a
+        replica already holding that adapter and tells the replica which adapter to run."""
+        return self._handle if adapter is None else self._handle.options(multiplexed_model_id=adapter)
+
+    async def chat(self, body: dict[str, Any], adapter: str | None = None) -> ChatResult:
         try:
-            call = self._handle.chat.remote(body, inject_context())  # the model server's span joins this trace
+            # inject_context: the model server's span joins this trace
+            call = self._handle_for(adapter).chat.remote(body, inject_context())
             try:
                 result: ChatResult = await asyncio.wait_for(call, self._timeout_s)
-            except TimeoutError:
-                call.cancel()  # awaiting a DeploymentResponse does not cancel it; this aborts the vLLM request
+            except (TimeoutError, asyncio.CancelledError):
+                # Awaiting a DeploymentResponse does not cancel it; this aborts the vLLM request, on this tier's
+                # deadline or when the request's own deadline cancels this task.
+                call.cancel()
                 raise
         except Exception as error:
             raise _as_gateway_error(self.name, error, self._timeout_s) from error
@@ -55,9 +63,9 @@ class TierClient:
             raise GatewayError.from_openai_body(result.body)
         return result
 
-    async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[str]:
+    async def chat_stream(self, body: dict[str, Any], adapter: str | None = None) -> AsyncIterator[str]:
         """SSE lines; errors before the first line raise GatewayError so the caller can still send a status."""
-        stream = self._handle.options(stream=True).chat_stream.remote(body)
+        stream = self._handle_for(adapter).options(stream=True).chat_stream.remote(body)
         try:
             first = await asyncio.wait_for(stream.__anext__(), self._timeout_s)
         except StopAsyncIteration:
@@ -70,3 +78,16 @@ class TierClient:
         yield first
         async for line in stream:
             yield line
+
+
+class AdapterClient:
+    """A tier's client bound to one of its LoRA adapters: the same tier (name, price, breaker) to the cascade,
+    while each call rides Serve's model multiplexing to a replica that holds the adapter."""
+
+    def __init__(self, client: TierClient, adapter: str) -> None:
+        self.name = client.name
+        self.adapter = adapter
+        self._client = client
+
+    async def chat(self, body: dict[str, Any]) -> ChatResult:
+        return await self._client.chat(body, self.adapter)

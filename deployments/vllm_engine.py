@@ -13,10 +13,13 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
-from cluster.config import TierConfig
+from cluster.config import LoraSettings, TierConfig
 from cluster.models import resolve_model
+from deployments.adapters import AdapterError
 from deployments.tool_choice import forced_tools, rewrite_forced_tool_choice, to_tool_calls
 
 # What slm-cascade relies on from every tier; a tier's engine_args may override them (e.g. a model-specific
@@ -30,9 +33,20 @@ CASCADE_ENGINE_DEFAULTS: dict[str, Any] = {
 }
 
 
+def lora_engine_args(lora: LoraSettings) -> dict[str, Any]:
+    """vLLM's LoRA arguments for a tier's adapters. The CPU cache has room for twice the adapters a replica holds:
+    adapters Serve evicted while requests still use them stay loaded, and are not re-read from disk."""
+    return {"enable_lora": True, "max_loras": lora.max_loras, "max_lora_rank": lora.max_lora_rank,
+            "max_cpu_loras": 2 * lora.max_loras}
+
+
 def engine_cli_args(tier: TierConfig) -> list[str]:
-    """The tier as `vllm serve` flags, so vLLM's own parser validates and types every engine argument."""
-    merged = CASCADE_ENGINE_DEFAULTS | dict(tier.engine_args)
+    """The tier as `vllm serve` flags, so vLLM's own parser validates and types every engine argument.
+
+    Later sources win: slm-cascade's defaults, then the tier's LoRA settings, then its own engine_args.
+    """
+    lora = lora_engine_args(tier.lora) if tier.lora is not None else {}
+    merged = CASCADE_ENGINE_DEFAULTS | lora | dict(tier.engine_args)
     flags = ["--model", resolve_model(tier.model), "--served-model-name", tier.name]
     for key, value in merged.items():
         flag = "--" + key.replace("_", "-")
@@ -69,9 +83,10 @@ class ChatResult:
 class VllmChatEngine:
     """Owns the engine for one replica; every method is safe to call concurrently."""
 
-    def __init__(self, engine: Any, serving_chat: Any, describe_tools: bool = False) -> None:
+    def __init__(self, engine: Any, serving_chat: Any, serving_models: Any, describe_tools: bool = False) -> None:
         self._engine = engine
         self._chat = serving_chat
+        self._models = serving_models
         self._describe_tools = describe_tools
 
     @classmethod
@@ -87,7 +102,7 @@ class VllmChatEngine:
         engine = AsyncLLM.from_vllm_config(AsyncEngineArgs.from_cli_args(args).create_engine_config())
         state = State()
         await init_app_state(engine, state, args, await engine.get_supported_tasks())
-        return cls(engine, state.openai_serving_chat, tier.describe_tools_in_prompt)
+        return cls(engine, state.openai_serving_chat, state.openai_serving_models, tier.describe_tools_in_prompt)
 
     def _parse(self, body: dict[str, Any]) -> Any:
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
@@ -108,16 +123,18 @@ class VllmChatEngine:
         try:
             body, forced = rewrite_forced_tool_choice(body, self._describe_tools)
         except ValueError as error:
-            return ChatResult(self._error_body(error, param="tool_choice"), time.perf_counter() - started)
+            return ChatResult(self.error_body(str(error), param="tool_choice"), time.perf_counter() - started)
         response = (await self._create({**body, "stream": False})).model_dump(exclude_none=True)
         if forced is not None and "error" not in response:
             response = to_tool_calls(response, forced)
         return ChatResult(body=response, engine_s=time.perf_counter() - started)
 
-    def _error_body(self, error: Exception, param: str) -> dict[str, Any]:
-        from vllm.exceptions import VLLMValidationError
-
-        return self._chat.create_error_response(VLLMValidationError(str(error), parameter=param)).model_dump()
+    def error_body(
+        self, message: str, status: HTTPStatus = HTTPStatus.BAD_REQUEST, param: str | None = None
+    ) -> dict[str, Any]:
+        """An error found outside vLLM, as the OpenAI error body vLLM writes (status in `code`, its type names)."""
+        error_type = status.phrase.replace(" ", "") + "Error"  # BadRequestError, NotFoundError, as vLLM names them
+        return self._chat.create_error_response(message, error_type, status, param).model_dump()
 
     async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[str | dict[str, Any]]:
         """SSE lines from vLLM; an error before the first token is yielded once as an error body (a dict).
@@ -139,6 +156,36 @@ class VllmChatEngine:
             return
         async for line in response:
             yield line
+
+    @property
+    def hidden_size(self) -> int:
+        """The base model's hidden size, which every layer an adapter changes reads or writes."""
+        return self._engine.model_config.get_hidden_size()
+
+    def has_adapter(self, name: str) -> bool:
+        return name in self._models.lora_requests
+
+    async def load_adapter(self, name: str, local_dir: Path) -> None:
+        """Load a LoRA adapter; a chat body whose `model` is `name` then runs on it (vLLM's chat layer resolves it).
+
+        Goes through vLLM's serving-models API, as its /v1/load_lora_adapter route does, which the environment
+        variable VLLM_ALLOW_RUNTIME_LORA_UPDATING only switches on for HTTP; a direct call needs no switch.
+        """
+        from vllm.entrypoints.serve.lora.protocol import LoadLoRAAdapterRequest
+
+        loaded = await self._models.load_lora_adapter(LoadLoRAAdapterRequest(lora_name=name, lora_path=str(local_dir)))
+        if not isinstance(loaded, str):  # an ErrorResponse: a name clash, or the engine could not load the files
+            raise AdapterError(f"adapter {name!r}: vLLM refused it: {loaded.error.message}")
+
+    async def unload_adapter(self, name: str) -> None:
+        """Forget the adapter's name and free the engine's copy: vLLM's own unload only forgets the name."""
+        from vllm.entrypoints.serve.lora.protocol import UnloadLoRAAdapterRequest
+
+        loaded = self._models.lora_requests.get(name)
+        if loaded is None:
+            return
+        await self._models.unload_lora_adapter(UnloadLoRAAdapterRequest(lora_name=name))
+        await self._engine.remove_lora(loaded.lora_int_id)
 
     async def check_health(self) -> None:
         """Raises when the engine core is dead, which the replica's health check turns into a restart."""

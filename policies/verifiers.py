@@ -21,6 +21,8 @@ from jsonschema.validators import validator_for
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 
+from policies.schema_limits import InvalidSchemaError, check_request_limits
+
 __all__ = [
     "VERIFIERS",
     "Candidate",
@@ -37,13 +39,6 @@ __all__ = [
 # Reasons end up in logs and repair prompts; a validation message can embed a huge instance.
 _MAX_REASON_CHARS = 300
 _COMBINATORS = ("allOf", "anyOf", "oneOf")
-
-
-class InvalidSchemaError(ValueError):
-    """A client-supplied schema (response format or tool parameters) is not a valid JSON Schema.
-
-    This is a client error: the gateway maps it to HTTP 400 instead of running the cascade.
-    """
 
 
 @dataclass(frozen=True)
@@ -121,6 +116,7 @@ class SchemaVerifier(Verifier):
     name = "schema"
 
     def __init__(self, schema: Mapping[str, Any] | bool) -> None:
+        _check_limits([schema], ["response schema"])
         self._validator = _compile(schema, "response schema")
 
     def verify(self, candidate: Candidate) -> Verdict:
@@ -188,12 +184,13 @@ class ToolCallVerifier(Verifier):
 
 
 def validate_tool_schemas(tools: Sequence[Mapping[str, Any]]) -> None:
-    """Raise ``InvalidSchemaError`` naming the first malformed tool definition (gateway -> 400)."""
+    """Raise ``InvalidSchemaError`` naming the first malformed tool definition, or the tool at which the
+    tools together run past the request's ``SchemaLimits`` (gateway -> 400)."""
     _compile_tools(tools)
 
 
 def _compile_tools(tools: Sequence[Mapping[str, Any]]) -> dict[str, _CompiledTool]:
-    compiled: dict[str, _CompiledTool] = {}
+    declared: dict[str, tuple[str, Mapping[str, Any]]] = {}  # name -> (label, parameters)
     for i, tool in enumerate(tools):
         fn = tool.get("function") if isinstance(tool, Mapping) else None
         name = fn.get("name") if isinstance(fn, Mapping) else None
@@ -202,13 +199,16 @@ def _compile_tools(tools: Sequence[Mapping[str, Any]]) -> dict[str, _CompiledToo
             raise InvalidSchemaError(f"{label}: expected {{'type': 'function', 'function': {{...}}}}")
         if not isinstance(name, str) or not name:
             raise InvalidSchemaError(f"{label}: function.name must be a non-empty string")
-        if name in compiled:
+        if name in declared:
             raise InvalidSchemaError(f"{label}: duplicate function name")
         params = fn.get("parameters", {"type": "object", "properties": {}})
         if not isinstance(params, Mapping) or params.get("type", "object") != "object":
             raise InvalidSchemaError(f"{label}: parameters must be a JSON Schema of type 'object'")
-        compiled[name] = _CompiledTool(_compile(params, label), _known_args(params))
-    return compiled
+        declared[name] = (label, params)
+    _check_limits([params for _, params in declared.values()], [label for label, _ in declared.values()])
+    return {
+        name: _CompiledTool(_compile(params, label), _known_args(params)) for name, (label, params) in declared.items()
+    }
 
 
 def _known_args(params: Mapping[str, Any]) -> frozenset[str] | None:
@@ -218,8 +218,18 @@ def _known_args(params: Mapping[str, Any]) -> frozenset[str] | None:
     return frozenset(k for b in branches for k in b.get("properties", {}))
 
 
+def _check_limits(schemas: Sequence[Any], labels: Sequence[str]) -> None:
+    """The size limits, checked before ``_compile``: the metaschema check recurses over a schema, so a deep
+    one would crash it, and a ReDoS-prone ``pattern`` must never reach ``re`` on a model's output."""
+    try:
+        check_request_limits(schemas, labels=labels)
+    except InvalidSchemaError as exc:
+        raise InvalidSchemaError(_clip(str(exc))) from exc
+
+
 def _compile(schema: Any, label: str) -> Validator:
-    """Check ``schema`` against its metaschema (Draft 2020-12 unless ``$schema`` says otherwise).
+    """Check ``schema`` (already within ``_check_limits``) against its metaschema (Draft 2020-12 unless
+    ``$schema`` says otherwise).
 
     Format checking stays off: ``format`` is an annotation in 2020-12 and clients rarely mean it.
     """

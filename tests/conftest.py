@@ -7,6 +7,7 @@ need pure logic never touch it.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,23 +16,35 @@ from pathlib import Path
 import pytest
 import yaml
 
+from auth_keys import ADMIN_KEY, PEER_KEY, auth_config
+from cluster_state import CLUSTER_CONFIG_NAME, cluster_state_dir
+from lora_adapters import make_random_adapter
+from cluster.client_auth import API_KEY_ENV
 from otlp_receiver import OtlpReceiver
 
 CASCADE = str(Path(sys.executable).with_name("cascade"))
 BASE_URL = "http://127.0.0.1:8000"
 REMOTE_KEY_ENV = "CASCADE_TEST_REMOTE_KEY"
-REMOTE_KEY = "sk-test-remote-key-never-echoed"
+REMOTE_KEY = PEER_KEY
+TEST_ADAPTERS = ("alpha", "beta")
 
 
-def cluster_config_for_tests(otlp_endpoint: str) -> dict:
+def cluster_config_for_tests(otlp_endpoint: str, state_dir: Path) -> dict:
     """The embedded default plus what the cascade tests need; every tier and route of the default is kept.
 
     The remote tier is a real OpenAI-protocol server over HTTP: this cluster's own gateway, asked for its
-    `fallback` tier, so the remote path crosses a real socket without a second cluster.
+    `fallback` tier, so the remote path crosses a real socket without a second cluster. The SLM runs two
+    replicas with LoRA (adapter affinity needs a choice of replica; a killed replica leaves one serving).
     """
     from cluster.config import load_config
 
     config = load_config().model_dump(mode="json")
+    slm = config["tiers"][0]
+    slm["lora"] = {"max_loras": 2, "max_lora_rank": 8, "adapter_dir": str(state_dir / "adapters")}
+    slm["engine_args"]["kv_cache_memory_bytes"] = 512 * 1024 * 1024  # two replicas and the fallback in 24 GB
+    slm["deployment"]["ray_actor_options"]["num_cpus"] = 0.4  # Ray schedules 2 logical CPUs on 2 cores
+    slm["deployment"]["autoscaling"] = {"min_replicas": 2, "max_replicas": 2}
+    config["tiers"][1]["deployment"]["ray_actor_options"]["num_cpus"] = 0.4
     config["tiers"].append({
         "kind": "remote", "name": "remote-llm", "base_url": f"{BASE_URL}/v1", "remote_model": "fallback",
         "api_key_env": REMOTE_KEY_ENV, "price": {"input_per_1m_usd": 1.0, "output_per_1m_usd": 2.0},
@@ -43,11 +56,23 @@ def cluster_config_for_tests(otlp_endpoint: str) -> dict:
                                                                   "pass_score": 0.0}},
         {"name": "tools", "tiers": ["slm", "fallback"], "tool_execution": "server"},
         {"name": "metered", "tiers": ["slm", "fallback"]},  # only the accounting test sends here
+        # pre-routed past the SLM, every request: its verified answers are recorded (`cascade adapt` data)
+        {"name": "recorded", "tiers": ["slm", "fallback"], "difficulty": {"predictor": "constant",
+                                                                          "hard_threshold": 0.0}},
+        {"name": "adapted", "tiers": ["slm", "fallback"], "adapter": "alpha"},
+        {"name": "distilled", "tiers": ["slm", "fallback"]},  # `cascade adapt` promotes an adapter here
     ]
+    config["gateway"]["recording"] = {"enabled": True, "path": str(state_dir / "recordings.sqlite")}
     config["gateway"]["telemetry"] = {"otlp_endpoint": otlp_endpoint, "otlp_protocol": "http",
                                       "schedule_delay_ms": 200}
     config["gateway"]["tools"] = ["deployments.builtin_tools:add", "deployments.builtin_tools:convert_temperature"]
+    config["gateway"]["auth"] = auth_config()  # what a deployment beyond loopback runs with
     return config
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Fault-injection tests take parts of the shared cluster down: they go last, whatever the file order."""
+    items.sort(key=lambda item: item.get_closest_marker("faults") is not None)
 
 
 @pytest.fixture(scope="session")
@@ -58,17 +83,22 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory, otlp_receiver: OtlpReceiver) -> Iterator[str]:
+def cluster(otlp_receiver: OtlpReceiver) -> Iterator[str]:
     """Base URL of the running embedded-default cluster.
 
     With CASCADE_TEST_REUSE_CLUSTER=1 the tests use a cluster already started by `cascade up` and leave it
     running: quicker while developing, same code paths.
     """
+    os.environ[API_KEY_ENV] = ADMIN_KEY  # what `cascade report` and the bench clients send
     if os.environ.get("CASCADE_TEST_REUSE_CLUSTER") == "1":
         yield BASE_URL
         return
-    config_path = tmp_path_factory.mktemp("cluster") / "cascade.yaml"
-    config_path.write_text(yaml.safe_dump(cluster_config_for_tests(otlp_receiver.endpoint)))
+    state = cluster_state_dir()
+    shutil.rmtree(state, ignore_errors=True)
+    for seed, name in enumerate(TEST_ADAPTERS):
+        make_random_adapter(state / "adapters" / name, seed)
+    config_path = state / CLUSTER_CONFIG_NAME  # `cascade adapt` rewrites it, as it would an operator's file
+    config_path.write_text(yaml.safe_dump(cluster_config_for_tests(otlp_receiver.endpoint, state)))
     env = {**os.environ, REMOTE_KEY_ENV: REMOTE_KEY}
     started = subprocess.run(
         [CASCADE, "up", "--config", str(config_path), "--timeout-s", "900"], text=True, capture_output=True, env=env
@@ -84,7 +114,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, otlp_receiver: OtlpReceive
 def openai_client(cluster: str):
     from openai import OpenAI
 
-    return OpenAI(base_url=f"{cluster}/v1", api_key="not-needed-locally", timeout=120, max_retries=0)
+    return OpenAI(base_url=f"{cluster}/v1", api_key=ADMIN_KEY, timeout=120, max_retries=0)
 
 
 @pytest.fixture(scope="session")

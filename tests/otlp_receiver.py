@@ -36,13 +36,16 @@ def _value(any_value) -> object:
 class OtlpReceiver:
     def __init__(self, port: int) -> None:
         self.spans: list[ReceivedSpan] = []
+        self.payloads: list[bytes] = []  # every export as received, for "this string is nowhere" checks
         lock = threading.Lock()
-        received = self.spans
+        received, payloads = self.spans, self.payloads
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                request = ExportTraceServiceRequest.FromString(self.rfile.read(int(self.headers["content-length"])))
+                payload = self.rfile.read(int(self.headers["content-length"]))
+                request = ExportTraceServiceRequest.FromString(payload)
                 with lock:
+                    payloads.append(payload)
                     for resource_spans in request.resource_spans:
                         service = next((str(_value(a.value)) for a in resource_spans.resource.attributes
                                         if a.key == "service.name"), "")

@@ -47,6 +47,17 @@ def test_embedded_default_has_slm_first_and_a_fallback() -> None:
         (lambda c: c["tiers"][0]["engine_args"].update(model="other"), "tiers.0"),
         (lambda c: c["tiers"][0].update(unknown_field=1), "tiers.0.unknown_field"),
         (lambda c: c.update(tiers=[]), "tiers"),
+        (lambda c: c["gateway"].pop("auth"), "auth is required (the default) but no keys are configured"),
+        (lambda c: c["gateway"]["auth"].update(required=True), "gateway.auth.required: false"),
+        (lambda c: c["gateway"]["auth"].update(keys=[{"name": "a", "sha256": "sha256:" + "0" * 64,
+                                                       "routes": ["nope"]}]), "gateway.auth.keys.a.routes"),
+        (lambda c: c["gateway"]["auth"].update(keys=[{"name": "a", "sha256": "secret-token"}]),
+         "gateway.auth.keys.0.sha256"),
+        (lambda c: c["gateway"]["auth"].update(keys=[{"name": n, "sha256": "sha256:" + "1" * 64} for n in "ab"]),
+         "digests"),
+        (lambda c: c["gateway"]["auth"].update(keys=[{"name": "a", "sha256": "sha256:" + "0" * 64,
+                                                       "requests_per_minute": float("inf")}]),
+         "requests_per_minute"),
     ],
 )
 def test_invalid_config_names_the_bad_field(mutate, field: str) -> None:
@@ -75,3 +86,19 @@ def test_cli_reports_unreadable_and_non_yaml_files(tmp_path: Path) -> None:
     broken.write_text("tiers: [unclosed")
     result = subprocess.run([CASCADE, "up", "--config", str(broken)], capture_output=True, text=True)
     assert result.returncode == 2 and "not valid YAML" in result.stderr
+
+
+def test_keys_create_prints_the_token_once_and_an_entry_that_matches_it() -> None:
+    from policies.access import hash_api_key
+
+    result = subprocess.run([CASCADE, "keys", "create", "--name", "ci", "--routes", "default",
+                             "--requests-per-minute", "30"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    token = result.stdout.strip()
+    assert token.startswith("sk-cascade-") and token not in result.stderr
+    entry = yaml.safe_load(result.stderr.split("gateway.auth.keys:", 1)[1])[0]
+    assert entry == {"name": "ci", "sha256": hash_api_key(token), "routes": ["default"],
+                     "requests_per_minute": 30.0, "burst": 10}
+    data = _default()
+    data["gateway"]["auth"] = {"required": True, "keys": [entry]}
+    assert parse_config(data).gateway.auth.keys[0].sha256 == hash_api_key(token)

@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from auth_keys import ADMIN_HEADERS
+
 CASCADE = str(Path(sys.executable).with_name("cascade"))
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
@@ -21,7 +23,7 @@ def metered(cluster: str) -> list[dict]:
     for max_tokens in (40, 40, 40, 2, 2, 2):
         response = httpx.post(
             f"{cluster}/v1/chat/completions",
-            headers={"x-cascade-route": "metered"},
+            headers={"x-cascade-route": "metered", **ADMIN_HEADERS},
             json={"model": "cascade", "messages": [{"role": "user", "content": "A city as JSON."}],
                   "max_tokens": max_tokens, "temperature": 0,
                   "response_format": {"type": "json_schema", "json_schema": {"name": "c", "schema": SCHEMA}}},
@@ -33,7 +35,7 @@ def metered(cluster: str) -> list[dict]:
 
 
 def route_figures(cluster: str) -> dict:
-    return httpx.get(f"{cluster}/v1/cascade/report", timeout=30).json()["routes"]["metered"]
+    return httpx.get(f"{cluster}/v1/cascade/report", headers=ADMIN_HEADERS, timeout=30).json()["routes"]["metered"]
 
 
 def test_report_matches_an_independent_count_of_the_responses(cluster: str, metered: list[dict]) -> None:
@@ -53,12 +55,13 @@ def test_report_matches_an_independent_count_of_the_responses(cluster: str, mete
 def test_feedback_overrides_the_outcome_and_rejects_bad_input(cluster: str, metered: list[dict]) -> None:
     accepted = next(body for body in metered if body["cascade"]["verified"])
     before = route_figures(cluster)["successes"]
-    ok = httpx.post(f"{cluster}/v1/cascade/feedback/{accepted['id']}", json={"success": False})
+    ok = httpx.post(f"{cluster}/v1/cascade/feedback/{accepted['id']}", json={"success": False}, headers=ADMIN_HEADERS)
     assert ok.status_code == 200
     assert route_figures(cluster)["successes"] == before - 1
-    unknown = httpx.post(f"{cluster}/v1/cascade/feedback/chatcmpl-nope", json={"success": True})
+    unknown = httpx.post(f"{cluster}/v1/cascade/feedback/chatcmpl-nope", json={"success": True}, headers=ADMIN_HEADERS)
     assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "request_id"
-    wrong_type = httpx.post(f"{cluster}/v1/cascade/feedback/{accepted['id']}", json={"success": "yes"})
+    wrong_type = httpx.post(f"{cluster}/v1/cascade/feedback/{accepted['id']}", json={"success": "yes"},
+                            headers=ADMIN_HEADERS)
     assert wrong_type.status_code == 400
 
 

@@ -8,12 +8,15 @@ import urllib.request
 
 import pytest
 
+from auth_keys import ADMIN_HEADERS
+
 GOOD = {"model": "cascade", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
 
 
 def post(base_url: str, data: bytes, content_type: str = "application/json") -> tuple[int, dict, dict]:
     request = urllib.request.Request(
-        f"{base_url}/v1/chat/completions", data=data, headers={"content-type": content_type}, method="POST"
+        f"{base_url}/v1/chat/completions", data=data, headers={"content-type": content_type, **ADMIN_HEADERS},
+        method="POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=120) as response:

@@ -8,6 +8,7 @@ import httpx
 import jsonschema
 import pytest
 
+from auth_keys import ADMIN_HEADERS
 
 PERSON = {
     "type": "object",
@@ -21,7 +22,7 @@ ADD_TOOL = {"type": "function", "function": {"name": "add", "description": "Add 
 
 
 def chat(base_url: str, body: dict, route: str | None = None) -> httpx.Response:
-    headers = {"x-cascade-route": route} if route else {}
+    headers = {**ADMIN_HEADERS, **({"x-cascade-route": route} if route else {})}
     return httpx.post(f"{base_url}/v1/chat/completions", json=body, headers=headers, timeout=300)
 
 
@@ -92,7 +93,8 @@ def test_cascade_streaming_delivers_the_verified_answer(cluster: str) -> None:
     body = {"model": "cascade", "stream": True, "messages": [{"role": "user", "content": "A person as JSON."}],
             "max_tokens": 100, "temperature": 0,
             "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": PERSON}}}
-    with httpx.stream("POST", f"{cluster}/v1/chat/completions", json=body, timeout=300) as response:
+    with httpx.stream("POST", f"{cluster}/v1/chat/completions", json=body, headers=ADMIN_HEADERS,
+                      timeout=300) as response:
         assert response.status_code == 200
         events = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"

@@ -7,6 +7,8 @@ import time
 
 import httpx
 
+from auth_keys import ADMIN_HEADERS
+
 
 def local_energy_source() -> str:
     """What the model servers on this machine can meter: NVML on a GPU, RAPL where readable, else the model."""
@@ -29,7 +31,7 @@ def test_request_spans_form_one_tree_across_deployments(cluster: str, otlp_recei
     trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
     response = httpx.post(
         f"{cluster}/v1/chat/completions",
-        headers={"traceparent": f"00-{trace_id}-{caller_span}-01"},
+        headers={"traceparent": f"00-{trace_id}-{caller_span}-01", **ADMIN_HEADERS},
         json={"model": "cascade", "messages": [{"role": "user", "content": "Say yes."}], "max_tokens": 4},
         timeout=120,
     )

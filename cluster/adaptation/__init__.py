@@ -1,0 +1,1 @@
+"""LoRA adaptation of a route's SLM on the verified answers its fallback tiers gave (`cascade adapt`)."""
