@@ -76,6 +76,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
+def prepared_slm() -> Path:
+    """The embedded SmolLM2 as a local HF folder, converted first if needed (what `cascade up` would do)."""
+    from cluster.models import prepare_model
+
+    return prepare_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
 def otlp_receiver() -> Iterator[OtlpReceiver]:
     """Where every deployment of the test cluster exports its spans (real OTLP/HTTP exporters)."""
     with OtlpReceiver(port=0) as receiver:
@@ -83,7 +91,7 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
 
 
 @pytest.fixture(scope="session")
-def cluster(otlp_receiver: OtlpReceiver) -> Iterator[str]:
+def cluster(otlp_receiver: OtlpReceiver, prepared_slm: Path) -> Iterator[str]:
     """Base URL of the running embedded-default cluster.
 
     With CASCADE_TEST_REUSE_CLUSTER=1 the tests use a cluster already started by `cascade up` and leave it

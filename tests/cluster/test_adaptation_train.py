@@ -12,7 +12,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cluster.adaptation.dataset import TrainingPair, build_pairs
 from cluster.adaptation.train import TrainingError, TrainSettings, TrainSummary, encode_pair, train_lora
-from cluster.models import ModelPreparationError, resolve_model
 from cluster.recording import RecordedExample
 
 ADD = {"type": "function", "function": {
@@ -34,11 +33,8 @@ def add_example(i: int) -> RecordedExample:
 
 
 @pytest.fixture(scope="module")
-def base_dir() -> Path:
-    try:
-        return Path(resolve_model("embedded:smollm2-135m-instruct"))
-    except ModelPreparationError as error:
-        pytest.fail(f"{error} (this test trains the real SmolLM2)")
+def base_dir(prepared_slm: Path) -> Path:
+    return prepared_slm
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from cluster.config import LoraSettings, TierConfig
-from cluster.models import resolve_model
 from deployments.adapters import (
     AdapterError,
     ResidentAdapters,
@@ -24,8 +23,8 @@ SLM = "embedded:smollm2-135m-instruct"
 
 
 @pytest.fixture(scope="module")
-def base_dir() -> Path:
-    return Path(resolve_model(SLM))
+def base_dir(prepared_slm: Path) -> Path:
+    return prepared_slm
 
 
 @pytest.fixture(scope="module")
