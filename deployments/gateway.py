@@ -249,7 +249,21 @@ class Gateway:
         `trace_context` carries a W3C `traceparent` (HTTP callers: the request headers), so the request's
         spans join the caller's trace.
         """
-        parsed = self._validate(request)
+        return await self._complete(await self._checked(request), route, trace_context)
+
+    async def chat_stream(self, request: ChatRequest | dict[str, Any], route: str | None = None) -> AsyncIterator[str]:
+        """The same request as SSE lines (`data: {...}` chunks, then `data: [DONE]`).
+
+        A tier addressed by name streams token by token. The cascade must verify a whole answer before it
+        commits to it, so model `cascade` sends the accepted answer as chunks once it has one.
+        """
+        async for line in self._stream(await self._checked(request), route):
+            yield line
+
+    # ---- one path for HTTP and handle callers, after validation ----------------------------------------
+
+    async def _complete(self, parsed: ChatRequest, route: str | None,
+                        trace_context: dict[str, str] | None) -> dict[str, Any]:
         runner = self._runner(parsed, route)
         deadline_s = request_deadline(parsed, None, self.config.gateway)
         context = extract_context(trace_context or {})
@@ -284,19 +298,13 @@ class Gateway:
             })
             return body
 
-    async def chat_stream(self, request: ChatRequest | dict[str, Any], route: str | None = None) -> AsyncIterator[str]:
-        """The same request as SSE lines (`data: {...}` chunks, then `data: [DONE]`).
-
-        A tier addressed by name streams token by token. The cascade must verify a whole answer before it
-        commits to it, so model `cascade` sends the accepted answer as chunks once it has one.
-        """
-        parsed = self._validate(request)
+    async def _stream(self, parsed: ChatRequest, route: str | None) -> AsyncIterator[str]:
         tier = self.tiers.get(parsed.model)
         if tier is not None and isinstance(tier.backend, TierClient):
             async for line in tier.backend.chat_stream(parsed.tier_body(tier.name)):
                 yield line
             return
-        for line in completion_as_sse(await self.chat(parsed, route)):
+        for line in completion_as_sse(await self._complete(parsed, route, None)):
             yield line
 
     # ---- HTTP routes ------------------------------------------------------------------------------------
@@ -305,15 +313,15 @@ class Gateway:
     async def http_chat(self, request: Request) -> Response:
         key = self._authenticate(request)  # before the body is read: an anonymous caller costs nothing more
         payload = await read_json_body(request, self.config.gateway.max_body_bytes)
-        parsed = self._validate(payload)
+        parsed = await self._checked(payload)
         route = request.headers.get("x-cascade-route")
         self._admit(key, parsed, route)
         deadline = request_deadline(parsed, request.headers.get(DEADLINE_HEADER), self.config.gateway)
         parsed = parsed.model_copy(update={"deadline_s": deadline})
         if not parsed.stream:
-            body = await self.chat(parsed, route, trace_carrier(request.headers))
+            body = await self._complete(parsed, route, trace_carrier(request.headers))
             return JSONResponse(body, headers=_report_headers(body["cascade"]))
-        lines = self.chat_stream(parsed, route)
+        lines = self._stream(parsed, route)
         first = await anext(lines)  # errors before the first token still get their own status code
         return StreamingResponse(_prepend(first, lines), media_type="text/event-stream")
 
@@ -415,6 +423,11 @@ class Gateway:
             self.rate_limiter.acquire(key)
         except AccessError as error:
             raise as_gateway_error(error) from None
+
+    async def _checked(self, request: ChatRequest | dict[str, Any]) -> ChatRequest:
+        """`_validate` off the event loop, once per request: a large client schema takes a noticeable fraction
+        of a second of jsonschema meta-validation, which other requests on this replica should not wait for."""
+        return await asyncio.to_thread(self._validate, request)
 
     def _validate(self, request: ChatRequest | dict[str, Any]) -> ChatRequest:
         if isinstance(request, ChatRequest):
