@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -81,8 +82,8 @@ class FaultRun:
         return {
             "fault": self.fault, "tier": self.tier, "concurrency": self.concurrency,
             "duration_s": round(duration, 1), "sent": len(self.records), **counts,
-            "errors_by_status": _count(str(r.status) for r in self.records if r.outcome == "error"),
-            "answered_by_tier": _count(r.final_tier or "-" for r in self.records if r.outcome == "ok"),
+            "errors_by_status": dict(Counter(str(r.status) for r in self.records if r.outcome == "error")),
+            "answered_by_tier": dict(Counter(r.final_tier or "-" for r in self.records if r.outcome == "ok")),
             **{f"p95_{name}_ms": _p95_ms(records) for name, records in phases.items()},
             **{f"requests_{name}": len(records) for name, records in phases.items()},
             "replica_replaced_after_s": _since(self.replica_running_at_s, self.fault_at_s),
@@ -92,13 +93,6 @@ class FaultRun:
 
     def to_dict(self) -> dict[str, Any]:
         return {"summary": self.summary(), "fault_at_s": self.fault_at_s, "records": [asdict(r) for r in self.records]}
-
-
-def _count(values: Any) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for value in values:
-        counts[value] = counts.get(value, 0) + 1
-    return counts
 
 
 def _p95_ms(records: Sequence[RequestRecord]) -> float | None:

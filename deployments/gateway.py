@@ -214,6 +214,7 @@ class Gateway:
             )
             tiers[tier.name] = Tier(backend, TierPrice(tier.price.input_per_1m_usd, tier.price.output_per_1m_usd))
         self.tiers = tiers
+        self.lora_tiers: dict[str, TierConfig] = {t.name: t for t in self.config.vllm_tiers if t.lora is not None}
         self.keyring = keyring_from_config(self.config.gateway.auth)
         self.rate_limiter = RateLimiter()
         self.tools = ToolExecutor(load_registry(self.config.gateway.tools), self.config.gateway.tool_timeout_s)
@@ -329,7 +330,7 @@ class Gateway:
     async def http_models(self, request: Request) -> dict[str, Any]:
         self._authenticate(request)
         ids = [DEFAULT_MODEL_ALIAS, *self.tiers]
-        for name, tier in self._lora_tiers().items():
+        for name, tier in self.lora_tiers.items():
             ids += [f"{name}:{adapter}" for adapter in await asyncio.to_thread(available_adapters, tier.lora)]
         return {"object": "list", "data": [{"id": i, "object": "model", "owned_by": "slm-cascade"} for i in ids]}
 
@@ -381,10 +382,7 @@ class Gateway:
             return True
         tier_name, colon, adapter = model.partition(":")
         valid_name = re.fullmatch(ADAPTER_NAME_PATTERN, adapter) is not None
-        return bool(colon) and tier_name in self._lora_tiers() and valid_name
-
-    def _lora_tiers(self) -> dict[str, TierConfig]:
-        return {tier.name: tier for tier in self.config.vllm_tiers if tier.lora is not None}
+        return bool(colon) and tier_name in self.lora_tiers and valid_name
 
     async def _record(self, route: RouteConfig, request: ChatRequest, final: Attempt,
                       message: dict[str, Any]) -> None:
@@ -440,7 +438,7 @@ class Gateway:
         else:
             raise GatewayError(400, "request body must be a JSON object", code="invalid_value")
         if not self._known_model(parsed.model):
-            known = ", ".join([DEFAULT_MODEL_ALIAS, *self.tiers, *(f"{t}:ADAPTER" for t in self._lora_tiers())])
+            known = ", ".join([DEFAULT_MODEL_ALIAS, *self.tiers, *(f"{t}:ADAPTER" for t in self.lora_tiers)])
             raise GatewayError(
                 404, f"model {parsed.model!r} does not exist; known: {known}", param="model", code="model_not_found"
             )
