@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.autoscale import ScalingTargetError
 from bench.bfcl import CATEGORIES, BenchDataError, load_cases
 from bench.load import LoadError
 from bench.runner import POLICIES, BenchError
@@ -21,7 +22,7 @@ from cluster.fault_injection import FaultInjectionError
 __all__ = ["register"]
 
 DEFAULT_URL = "http://127.0.0.1:8000/v1"
-_ERRORS = (BenchError, BenchDataError, LoadError, FaultInjectionError)
+_ERRORS = (BenchError, BenchDataError, LoadError, FaultInjectionError, ScalingTargetError)
 
 
 def _say(message: str) -> None:
@@ -104,23 +105,54 @@ def _cmd_faults(args: argparse.Namespace) -> int:
 
     from bench.faults import LOAD_BODY, format_summary, run_fault
     from bench.plots import plot_fault_timeline
-    from cluster.config import load_config
+    from cluster.config import load_config, tier_deployment_name
     from cluster.fault_injection import kill_engine, kill_replica
 
     config = load_config(args.config)
-    deployment = f"tier-{args.tier}"
+    deployment = tier_deployment_name(args.tier)
     inject = partial({"replica": kill_replica, "engine": kill_engine}[args.fault], config.app_name, deployment)
     run = asyncio.run(run_fault(args.url, LOAD_BODY, inject, fault=f"kill {args.fault} of {deployment}",
                                 app=config.app_name, deployment=deployment, tier=args.tier,
                                 concurrency=args.concurrency, before_s=args.before_s, after_s=args.after_s,
                                 max_duration_s=args.max_duration_s, on_progress=_say))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     result = run.to_dict()
-    (out / "faults.json").write_text(json.dumps(result, indent=2))
-    print(format_summary(result["summary"]))
-    print(f"timeline: {plot_fault_timeline(result, out / 'fault_timeline.png')}")
+    _write_run(Path(args.out), "faults.json", result, format_summary, plot_fault_timeline, "fault_timeline.png")
     return 1 if result["summary"]["lost"] else 0
+
+
+@_guarded
+def _cmd_autoscale(args: argparse.Namespace) -> int:
+    import ray
+
+    from bench.autoscale import format_summary, run_autoscale, scaling_targets
+    from bench.faults import LOAD_BODY
+    from bench.plots import plot_autoscale_timeline
+    from cluster.config import load_config, tier_deployment_name
+
+    config = load_config(args.config)
+    pool, targets = scaling_targets(config, args.tier)
+    ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
+    try:
+        run = asyncio.run(run_autoscale(args.url, LOAD_BODY, app=config.app_name,
+                                        deployment=tier_deployment_name(args.tier), pool=pool, targets=targets,
+                                        concurrency=args.concurrency, kill_a_node=args.kill_node,
+                                        phase_timeout_s=args.phase_timeout_s, on_progress=_say))
+    finally:
+        ray.shutdown()
+    result = run.to_dict()
+    _write_run(Path(args.out), "autoscale.json", result, format_summary, plot_autoscale_timeline,
+               "autoscale_timeline.png")
+    summary = result["summary"]
+    return 1 if summary["lost"] or not all(summary["reached"].values()) else 0
+
+
+def _write_run(out: Path, json_name: str, result: dict, format_summary: Callable[[dict], str],
+               plot: Callable[[dict, Path], Path], plot_name: str) -> None:
+    """A harness run's JSON and timeline plot into `out`; its summary table to stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / json_name).write_text(json.dumps(result, indent=2))
+    print(format_summary(result["summary"]))
+    print(f"timeline: {plot(result, out / plot_name)}")
 
 
 @_guarded
@@ -191,6 +223,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     faults.add_argument("--max-duration-s", type=float, default=300.0, help="deadline for the whole run")
     faults.add_argument("--out", default="faults-out", help="folder for faults.json and fault_timeline.png")
     faults.set_defaults(run=_cmd_faults)
+
+    autoscale = actions.add_parser("autoscale", help="load burst on a `cascade up --multinode` cluster: replicas "
+                                   "and pool nodes up, a node killed (optional), then down; timeline and plot")
+    autoscale.add_argument("--url", default=DEFAULT_URL, help=f"OpenAI base URL, loopback only (default {DEFAULT_URL})")
+    autoscale.add_argument("--config", help="config the cluster was started with (default: the embedded default)")
+    autoscale.add_argument("--tier", default="slm", help="vLLM tier whose replicas and pool are watched")
+    autoscale.add_argument("--concurrency", type=int, default=6)
+    autoscale.add_argument("--kill-node", action="store_true", help="once scaled out, SIGKILL a pool node that "
+                           "holds a replica, under load")
+    autoscale.add_argument("--phase-timeout-s", type=float, default=300.0, help="deadline of each phase")
+    autoscale.add_argument("--out", default="autoscale-out", help="folder for autoscale.json and the timeline PNG")
+    autoscale.set_defaults(run=_cmd_autoscale)
 
     simulate = commands.add_parser("simulate-llm", help="an OpenAI-protocol stand-in LLM answering BFCL cases")
     simulate.add_argument("--category", action="append", choices=list(CATEGORIES), help="repeatable")

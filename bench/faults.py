@@ -1,10 +1,7 @@
 """The fault-injection harness: a fixed load on a local cluster while a replica or an engine is killed.
 
-Every request ends in exactly one of three ways, and the report counts them:
-  ok     - HTTP 2xx with a completion (possibly from the fallback tier while the SLM is down),
-  error  - an explicit HTTP error with an OpenAI error body (e.g. 503 + Retry-After): the client knows,
-  lost   - no answer at all (connection dropped, no response before the client's timeout, a garbled body).
-A serving cluster may shed or fail requests visibly; it must never lose one. Bounded like `bench load`: a
+Every request ends ok, as an explicit error, or lost (bench/closed_loop.py), and the report counts them: a
+serving cluster may shed or fail requests visibly; it must never lose one. Bounded like `bench load`: a
 fixed concurrency, one deadline for the run, loopback targets only.
 
 Recovery is measured twice, because they differ: when Serve reports a replacement replica RUNNING, and when
@@ -17,15 +14,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import httpx
-import numpy as np
-
-from bench.load import require_loopback
-from cluster.client_auth import auth_headers
+from bench.closed_loop import ClosedLoop, RequestRecord, p95_ms
 from cluster.fault_injection import Replica, replacement, replica_processes, running_replicas
 
 # The fixed load: one forced tool call the SLM answers verified in about a second on a CPU. Its deadline is
@@ -43,17 +36,6 @@ LOAD_BODY: dict[str, Any] = {
 }
 
 FaultInjector = Callable[[], Replica]  # injects the fault, returns the replica it hit
-Outcome = str  # "ok" | "error" | "lost"
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    started_s: float  # since the run started
-    latency_s: float
-    outcome: Outcome
-    status: int | None
-    final_tier: str | None
-    detail: str | None = None
 
 
 @dataclass
@@ -74,17 +56,17 @@ class FaultRun:
         fault = self.fault_at_s if self.fault_at_s is not None else float("inf")
         recovered = self.tier_serving_at_s if self.tier_serving_at_s is not None else float("inf")
         phases = {
-            "before": [r for r in self.records if r.started_s + r.latency_s < fault],
-            "during": [r for r in self.records if r.started_s + r.latency_s >= fault and r.started_s < recovered],
+            "before": [r for r in self.records if r.ended_s < fault],
+            "during": [r for r in self.records if r.ended_s >= fault and r.started_s < recovered],
             "after": [r for r in self.records if r.started_s >= recovered],
         }
-        duration = max((r.started_s + r.latency_s for r in self.records), default=0.0)
+        duration = max((r.ended_s for r in self.records), default=0.0)
         return {
             "fault": self.fault, "tier": self.tier, "concurrency": self.concurrency,
             "duration_s": round(duration, 1), "sent": len(self.records), **counts,
             "errors_by_status": dict(Counter(str(r.status) for r in self.records if r.outcome == "error")),
             "answered_by_tier": dict(Counter(r.final_tier or "-" for r in self.records if r.outcome == "ok")),
-            **{f"p95_{name}_ms": _p95_ms(records) for name, records in phases.items()},
+            **{f"p95_{name}_ms": p95_ms(records) for name, records in phases.items()},
             **{f"requests_{name}": len(records) for name, records in phases.items()},
             "replica_replaced_after_s": _since(self.replica_running_at_s, self.fault_at_s),
             "tier_serving_again_after_s": _since(self.tier_serving_at_s, self.fault_at_s),
@@ -95,26 +77,8 @@ class FaultRun:
         return {"summary": self.summary(), "fault_at_s": self.fault_at_s, "records": [asdict(r) for r in self.records]}
 
 
-def _p95_ms(records: Sequence[RequestRecord]) -> float | None:
-    latencies = [r.latency_s * 1000 for r in records if r.outcome == "ok"]
-    return round(float(np.percentile(latencies, 95)), 1) if latencies else None
-
-
 def _since(moment: float | None, origin: float | None) -> float | None:
     return None if moment is None or origin is None else round(moment - origin, 1)
-
-
-def classify(response: httpx.Response) -> tuple[Outcome, str | None]:
-    """ok / error (an explicit OpenAI error) / lost (an answer nobody can act on); plus the final tier."""
-    try:
-        body = response.json()
-    except ValueError:
-        return "lost", None
-    if response.status_code == 200 and isinstance(body, dict) and body.get("choices"):
-        return "ok", response.headers.get("x-cascade-final-tier")
-    if response.status_code >= 400 and isinstance(body, dict) and isinstance(body.get("error"), dict):
-        return "error", None
-    return "lost", None
 
 
 async def run_fault(
@@ -136,29 +100,19 @@ async def run_fault(
 ) -> FaultRun:
     """Load, fault at `before_s`, keep loading until the tier serves again and its replica is replaced, plus
     `after_s`, or the deadline."""
-    require_loopback(base_url)
     run = FaultRun(fault=fault, tier=tier, concurrency=concurrency)
-    started = time.monotonic()
-    deadline = started + max_duration_s
+
+    def on_record(record: RequestRecord) -> None:
+        if (run.fault_at_s is not None and run.tier_serving_at_s is None and record.final_tier == tier
+                and record.started_s > run.fault_at_s):
+            run.tier_serving_at_s = record.ended_s
+            on_progress(f"{tier} serving again {run.tier_serving_at_s - run.fault_at_s:.1f} s after the fault")
+
+    load = ClosedLoop(base_url, body, concurrency, request_timeout_s, headers, on_record)
+    run.records = load.records
+    deadline = load.started + max_duration_s
     stop = asyncio.Event()
-
-    def now() -> float:
-        return time.monotonic() - started
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        while not stop.is_set() and time.monotonic() < deadline:
-            sent = now()
-            try:
-                response = await client.post("chat/completions", json=body, timeout=request_timeout_s)
-                outcome, final_tier = classify(response)
-                record = RequestRecord(sent, now() - sent, outcome, response.status_code, final_tier)
-            except httpx.HTTPError as error:
-                record = RequestRecord(sent, now() - sent, "lost", None, None, type(error).__name__)
-            run.records.append(record)
-            if (run.fault_at_s is not None and run.tier_serving_at_s is None and record.final_tier == tier
-                    and sent > run.fault_at_s):
-                run.tier_serving_at_s = sent + record.latency_s
-                on_progress(f"{tier} serving again {run.tier_serving_at_s - run.fault_at_s:.1f} s after the fault")
+    now = load.now
 
     async def conductor() -> None:
         await asyncio.sleep(before_s)
@@ -179,10 +133,7 @@ async def run_fault(
                 break
         stop.set()
 
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", limits=limits,
-                                 headers={**auth_headers(), **(headers or {})}) as client:
-        await asyncio.gather(conductor(), *(worker(client) for _ in range(concurrency)))
+    await asyncio.gather(conductor(), load.run(stop, deadline))
     return run
 
 

@@ -85,3 +85,33 @@ def plot_fault_timeline(run: dict[str, Any], path: Path) -> Path:
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def plot_autoscale_timeline(run: dict[str, Any], path: Path) -> Path:
+    """Requests in flight, replicas and pool nodes, and p95 latency over one autoscaling run, phases marked."""
+    plt = _pyplot()
+    summary, samples = run["summary"], run["samples"]
+    times = [sample["t_s"] for sample in samples]
+    figure, (load_axis, scale_axis, latency_axis) = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
+    load_axis.step(times, [sample["in_flight"] for sample in samples], where="post", color="tab:gray")
+    load_axis.set(ylabel="requests in flight", title=f"{summary['deployment']} on pool {summary['pool']}: "
+                  f"{summary['sent']} requests, {summary['lost']} lost")
+    scale_axis.step(times, [sample["replicas"].get(summary["deployment"], 0) for sample in samples], where="post",
+                    label=f"{summary['deployment']} replicas RUNNING")
+    scale_axis.step(times, [sample["nodes"].get(summary["pool"], 0) for sample in samples], where="post",
+                    linestyle="--", label=f"{summary['pool']} nodes alive")
+    scale_axis.set(ylabel="count", ylim=(0, max(summary["targets"]["max_replicas"], summary["targets"]["max_nodes"]) + 0.5))
+    scale_axis.yaxis.get_major_locator().set_params(integer=True)
+    scale_axis.legend(loc="lower right", fontsize="small")
+    latency_axis.plot(times, [float("nan") if s["p95_ms"] is None else s["p95_ms"] / 1000 for s in samples],
+                      marker=".", color="tab:purple")
+    latency_axis.set(xlabel="seconds since the run started", ylabel="p95 latency (s, last 20 s)")
+    for event, moment in summary["events"].items():
+        for axis in (load_axis, scale_axis, latency_axis):
+            axis.axvline(moment, color="black", linewidth=0.6, linestyle=":")
+        load_axis.annotate(event.replace("_", " "), (moment, 0), rotation=90, fontsize="x-small",
+                           xytext=(2, 2), textcoords="offset points", va="bottom")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path

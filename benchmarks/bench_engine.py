@@ -86,7 +86,7 @@ def main() -> None:
     from ray import serve
 
     from cluster.config import load_config
-    from deployments.app import tier_deployment_name
+    from cluster.config import tier_deployment_name
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="config the cluster was started with (default: embedded)")

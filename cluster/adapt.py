@@ -43,7 +43,7 @@ from cluster.config import (
     load_config,
     parse_config,
 )
-from cluster.local import ClusterError, up
+from cluster.local import ClusterError, running_multinode, up
 from cluster.models import resolve_model
 from cluster.recording import CONTRACT_FIELDS, RecordedExample, RecordingStore, recording_path
 from deployments.tool_choice import forced_tools
@@ -386,7 +386,7 @@ def run_adapt(
         new_config = write_route_adapter(Path(config_path), route, name)
         progress(f"routes.{route}.adapter = {name} written to {config_path}; applying it")
         try:
-            up(new_config, timeout_s, progress)
+            up(new_config, timeout_s, progress, multinode=running_multinode())
         except ClusterError as error:
             raise AdaptError(f"{config_path} now sets the adapter (previous version in {config_path}.bak) but "
                              f"applying it failed: {error}; run `cascade up --config {config_path}`") from None

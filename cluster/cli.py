@@ -30,7 +30,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from cluster.local import up
 
     config = load_config(args.config)
-    base_url = up(config, args.timeout_s, _say)
+    base_url = up(config, args.timeout_s, _say, multinode=args.multinode)
     print(f"slm-cascade is serving at {base_url}/v1 (models: cascade, {', '.join(t.name for t in config.tiers)})")
     return 0
 
@@ -54,6 +54,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
         for name, deployment in app["deployments"].items():
             replicas = ", ".join(f"{state}={count}" for state, count in deployment["replicas"].items()) or "none"
             print(f"  {name:<20} {deployment['status']:<10} replicas: {replicas}")
+    print("nodes:")
+    for node in report["nodes"]:
+        replicas = ", ".join(f"{name}={count}" for name, count in node["replicas"].items()) or "none"
+        print(f"  {node['node_id'][-12:]:<14} {node['type']:<12} {'alive' if node['alive'] else 'dead':<6} "
+              f"replicas: {replicas}")
     return 0
 
 
@@ -143,6 +148,15 @@ def _cmd_render_serve_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_render_worker_groups(args: argparse.Namespace) -> int:
+    import yaml
+
+    from cluster.node_types import helm_worker_groups
+
+    print(yaml.safe_dump({"workerGroups": helm_worker_groups(load_config(args.config))}, sort_keys=False), end="")
+    return 0
+
+
 def _cmd_render_chart(args: argparse.Namespace) -> int:
     from cluster.render import render_chart_text
 
@@ -179,6 +193,10 @@ def _add_render_commands(commands: argparse._SubParsersAction) -> None:
     source.add_argument("--config", help="YAML config (default: the embedded default)")
     source.add_argument("--values", help="a Helm values file: its `cascade:` key")
     serve_cfg.set_defaults(run=_cmd_render_serve_config)
+    groups = render.add_parser("worker-groups", help="the chart's workerGroups for the config's pools (YAML to "
+                               "merge into your values; add pod sizes and node selectors)")
+    groups.add_argument("--config", help="YAML config (default: the embedded default)")
+    groups.set_defaults(run=_cmd_render_worker_groups)
     chart = render.add_parser("chart", help="the Helm chart's manifests, rendered by Helm (multi-document YAML)")
     chart.add_argument("--values", help="Helm values file (default: the chart's values.yaml)")
     chart.add_argument("--release", default="slm-cascade")
@@ -226,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="start a local Ray cluster and the Serve application")
     up.add_argument("--config", help="YAML config (default: the embedded default)")
     up.add_argument("--timeout-s", type=float, default=900.0, help="give up if not healthy by then")
+    up.add_argument("--multinode", action="store_true", help="a head plus autoscaled worker nodes on this machine, "
+                    "one node type per pool (the config's `multinode` section)")
     up.set_defaults(run=_cmd_up)
 
     commands.add_parser("down", help="stop the local cluster").set_defaults(run=_cmd_down)

@@ -21,6 +21,7 @@ from policies.routing import DIFFICULTY_PREDICTORS
 TIER_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,40}$"
 DEFAULT_MODEL_ALIAS = "cascade"
 DEFAULT_ROUTE = "default"
+GATEWAY_DEPLOYMENT = "gateway"
 
 
 class ConfigError(ValueError):
@@ -272,6 +273,41 @@ class GatewayConfig(StrictModel):
     )
 
 
+POOL_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,40}$"
+
+
+class PoolConfig(StrictModel):
+    """One worker node type of `cascade up --multinode`: nodes that advertise the pool's resource.
+
+    On Kubernetes the chart's `workerGroups` play this part (same resource in `customResources`).
+    """
+
+    num_cpus: float = Field(1.0, gt=0, description="Logical CPUs each node of the pool advertises.")
+    per_node: float = Field(1.0, gt=0, description="Units of the pool resource each node advertises: with "
+                            "replicas asking for 1 each, the replicas one node holds.")
+    min_nodes: int = Field(0, ge=0)
+    max_nodes: int = Field(2, ge=1, description="Each node is a real raylet on this machine: mind memory.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> PoolConfig:
+        if self.min_nodes > self.max_nodes:
+            raise ValueError(f"min_nodes ({self.min_nodes}) > max_nodes ({self.max_nodes})")
+        return self
+
+
+class MultinodeConfig(StrictModel):
+    """The local multi-node cluster: a head plus one autoscaled worker node type per pool.
+
+    A pool is a custom Ray resource that deployments ask for in `ray_actor_options.resources` (e.g.
+    `pool_slm: 1`). Every such resource is a pool; `pools` only overrides a pool's node size and bounds.
+    """
+
+    head_num_cpus: float = Field(1.0, gt=0, description="Logical CPUs of the head: gateway, judges and "
+                                 "deployments that ask for no pool.")
+    idle_timeout_s: float = Field(30.0, gt=0, description="A worker node idle this long is removed.")
+    pools: dict[Annotated[str, Field(pattern=POOL_NAME_PATTERN)], PoolConfig] = Field(default_factory=dict)
+
+
 class CascadeConfig(StrictModel):
     app_name: str = Field("slm-cascade", pattern=r"^[a-z0-9][a-z0-9-]*$")
     tiers: list[AnyTier] = Field(min_length=1, description="Model tiers, cheapest first.")
@@ -279,6 +315,7 @@ class CascadeConfig(StrictModel):
         default_factory=lambda: [RouteConfig(name=DEFAULT_ROUTE)], description="Task types; `default` must exist."
     )
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    multinode: MultinodeConfig = Field(default_factory=MultinodeConfig, description="`cascade up --multinode`.")
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> CascadeConfig:
@@ -301,6 +338,10 @@ class CascadeConfig(StrictModel):
                 if not isinstance(first, TierConfig) or first.lora is None:
                     raise ValueError(f"routes.{route.name}.adapter: its first tier {first.name!r} has no `lora` "
                                      "settings, so it cannot serve adapters")
+        unused_pools = sorted(set(self.multinode.pools) - set(self.pool_demand()))
+        if unused_pools:
+            raise ValueError(f"multinode.pools: {unused_pools} are asked for by no deployment's "
+                             "ray_actor_options.resources, so no replica would ever land there")
         route_names = {route.name for route in self.routes}
         for key in self.gateway.auth.keys:
             unknown = sorted(set(key.routes) - route_names)
@@ -312,6 +353,22 @@ class CascadeConfig(StrictModel):
     def vllm_tiers(self) -> list[TierConfig]:
         return [tier for tier in self.tiers if isinstance(tier, TierConfig)]
 
+    @property
+    def deployment_options(self) -> dict[str, DeploymentOptions]:
+        """Placement and scaling of every Serve deployment the config makes, by deployment name."""
+        options = {GATEWAY_DEPLOYMENT: self.gateway.deployment}
+        options |= {tier_deployment_name(tier.name): tier.deployment for tier in self.vllm_tiers}
+        options |= {judge_deployment_name(route.name): route.judge.deployment for route in self.routes if route.judge}
+        return options
+
+    def pool_demand(self) -> dict[str, float]:
+        """Each pool (custom Ray resource) -> the most of it the deployments asking for it may hold at once."""
+        demand: dict[str, float] = {}
+        for options in self.deployment_options.values():
+            for resource, amount in options.ray_actor_options.resources.items():
+                demand[resource] = demand.get(resource, 0.0) + amount * options.autoscaling.max_replicas
+        return demand
+
     def tier(self, name: str) -> TierConfig | RemoteTierConfig:
         return next(tier for tier in self.tiers if tier.name == name)
 
@@ -320,6 +377,14 @@ class CascadeConfig(StrictModel):
 
     def route_tiers(self, route: RouteConfig) -> list[str]:
         return route.tiers or [tier.name for tier in self.tiers]
+
+
+def tier_deployment_name(tier_name: str) -> str:
+    return f"tier-{tier_name}"
+
+
+def judge_deployment_name(route_name: str) -> str:
+    return f"judge-{route_name}"
 
 
 def _no_duplicates(field: str, names: list[str]) -> None:

@@ -1,8 +1,9 @@
-"""Faults a local cluster can be given on purpose: kill a replica's process, or the vLLM engine inside it.
+"""Faults a local cluster can be given on purpose: kill a replica's process, the vLLM engine inside it, or a
+whole worker node of a local multi-node cluster.
 
 Ray titles each replica's process `ray::ServeReplica:<app>:<deployment>` (names hold no dots) and vLLM
 titles its engine core `VLLM::EngineCore`, so both are found by process title on this machine, with no
-driver connection to Ray. Whether a replacement is serving is what Serve itself reports (`cascade status`).
+driver connection to Ray. A node is its raylet (`raylet --node_id=<id>`) and every process under it. Whether a replacement is serving is what Serve itself reports (`cascade status`).
 Only this machine's processes are touched: the harness is for a local cluster, never a shared one.
 """
 
@@ -98,6 +99,33 @@ def replacement(app: str, deployment: str, before: Sequence[Replica], running_be
     if not new or running_replicas(app, deployment) < running_before:
         return None
     return new[-1]
+
+
+def kill_node(node_id: str) -> list[int]:
+    """SIGKILL a worker node's raylet and every process under it (its workers, replicas and engines) at once,
+    as a lost machine would go; returns the pids killed.
+
+    The GCS then marks the node dead when its health checks fail, Serve replaces the replicas that ran there,
+    and the autoscaler, finding the node gone, starts another if the replacements need one.
+    """
+    raylets = [process for process in psutil.process_iter(["cmdline"])
+               if f"--node_id={node_id}" in (process.info["cmdline"] or [])
+               and Path((process.info["cmdline"] or [""])[0]).name == "raylet"]
+    if not raylets:
+        raise FaultInjectionError(f"no raylet of node {node_id} on this machine")
+    raylet = raylets[0]
+    try:
+        if "--head" in raylet.cmdline():
+            raise FaultInjectionError(f"node {node_id} is the head: only worker nodes are killed")
+        victims = [raylet, *raylet.children(recursive=True)]
+    except psutil.Error as error:
+        raise FaultInjectionError(f"cannot read node {node_id}'s processes: {error}") from None
+    for process in victims:
+        try:
+            process.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:  # exited meanwhile: gone is what we wanted
+            continue
+    return [process.pid for process in victims]
 
 
 def _title(process: psutil.Process) -> str:

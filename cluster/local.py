@@ -2,10 +2,14 @@
 
 `up` returns once the application is RUNNING and its HTTP endpoint answers, leaving Ray running detached (as
 `ray start` + `serve deploy` do), so `cascade up` behaves the same from a shell, a Makefile or a test.
+
+Two shapes (see cluster/node_types.py): one node that advertises every pool, or (`multinode=True`) a head
+plus worker nodes that Ray's autoscaler starts and stops on this machine, one node type per pool.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from cluster.config import CascadeConfig
-from cluster.models import EMBEDDED_PREFIX, is_prepared, prepare_model
+from cluster.models import EMBEDDED_PREFIX, cache_root, is_prepared, prepare_model
+from cluster.node_types import HEAD_TYPE, POOL_LABEL, autoscaler_config, single_node_resources
 
 APP_STATUS_RUNNING = "RUNNING"
 APP_STATUS_FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
@@ -27,11 +32,11 @@ class ClusterError(RuntimeError):
     """The local cluster could not be started, reached or stopped."""
 
 
-def _ray_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _ray_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The `ray` CLI of this interpreter's environment, found without relying on PATH (venv not activated)."""
     beside = Path(sys.executable).with_name("ray")
     ray = str(beside) if beside.exists() else shutil.which("ray") or "ray"
-    return subprocess.run([ray, *args], capture_output=True, text=True, check=False)
+    return subprocess.run([ray, *args], capture_output=True, text=True, check=False, env=env)
 
 
 def ray_is_running() -> bool:
@@ -53,14 +58,71 @@ def ray_is_running() -> bool:
     )
 
 
-def start_ray_head(num_cpus: int | None = None) -> None:
-    """Start a detached Ray head unless one is already running on this machine."""
+def start_ray_head(config: CascadeConfig, multinode: bool) -> None:
+    """Start a detached Ray head unless one is already running on this machine.
+
+    Multi-node: the head runs Ray's autoscaler with the local node provider (`RAY_FAKE_CLUSTER`), which
+    starts each worker node as a raylet on this machine; the update interval is cut from 5 s to 1 s so
+    scaling shows within seconds.
+    """
     if ray_is_running():
         return
-    cpus = num_cpus or os.cpu_count() or 1
-    result = _ray_cli("start", "--head", f"--num-cpus={cpus}", "--disable-usage-stats", "--include-dashboard=false")
+    head_args = ["start", "--head", "--disable-usage-stats", "--include-dashboard=false",
+                 f"--labels={POOL_LABEL}={HEAD_TYPE}"]
+    env = None
+    if multinode:
+        autoscaling_file = _autoscaler_config_file()
+        autoscaling_file.parent.mkdir(parents=True, exist_ok=True)
+        autoscaling_file.write_text(json.dumps(autoscaler_config(config), indent=2))
+        head_args += [f"--num-cpus={config.multinode.head_num_cpus:g}", f"--autoscaling-config={autoscaling_file}"]
+        env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+    else:
+        head_args += [f"--num-cpus={os.cpu_count() or 1}", f"--resources={json.dumps(single_node_resources(config))}"]
+    result = _ray_cli(*head_args, env=env)
     if result.returncode != 0:
         raise ClusterError(f"`ray start --head` failed:\n{result.stderr[-2000:]}")
+
+
+def _check_fits(config: CascadeConfig, multinode: bool) -> None:
+    """Refuse to deploy onto a running cluster that could never place the config's replicas: one of the
+    other shape, a one-node head advertising less of a pool than the config may use, or a multi-node
+    cluster started without a node type for one of its pools. Pools are fixed when the head starts."""
+    import ray
+
+    demand = single_node_resources(config)
+    head = next((node for node in ray.nodes() if node["Alive"] and "node:__internal_head__" in node["Resources"]),
+                None)
+    if not demand or head is None:
+        return
+    advertised = {pool: head["Resources"].get(pool, 0.0) for pool in demand}
+    head_is_one_node = any(advertised.values())
+    if head_is_one_node == multinode:
+        running, asked = ("one-node", "--multinode") if multinode else ("multi-node", "one-node")
+        raise ClusterError(f"a {running} Ray cluster is already running; `cascade down` first to start a {asked} one")
+    if head_is_one_node:
+        short = {pool: amount for pool, amount in demand.items() if advertised[pool] < amount}
+        missing = f"the running head advertises {advertised}, this config may use {short}" if short else ""
+    else:
+        known = json.loads(_autoscaler_config_file().read_text())["available_node_types"]
+        unknown = sorted(set(demand) - set(known))
+        missing = f"the running cluster has no node type for {unknown}" if unknown else ""
+    if missing:
+        raise ClusterError(f"{missing}; `cascade down` first, then start it with this config")
+
+
+def _autoscaler_config_file() -> Path:
+    return cache_root() / "multinode-autoscaler.json"
+
+
+def running_multinode() -> bool:
+    """Whether the running local cluster is multi-node: Ray's autoscaler runs with a cluster config."""
+    import psutil
+
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if "autoscaler/_private/monitor.py" in cmdline and "--autoscaling-config" in cmdline:
+            return True
+    return False
 
 
 def ensure_models(config: CascadeConfig, progress: Callable[[str], None]) -> None:
@@ -80,7 +142,7 @@ def _http_ready(url: str) -> bool:
         return False
 
 
-def up(config: CascadeConfig, timeout_s: float, progress: Callable[[str], None]) -> str:
+def up(config: CascadeConfig, timeout_s: float, progress: Callable[[str], None], multinode: bool = False) -> str:
     """Deploy the application on a (possibly new) local Ray cluster; returns the base URL once healthy."""
     import ray
     from ray import serve
@@ -88,11 +150,14 @@ def up(config: CascadeConfig, timeout_s: float, progress: Callable[[str], None])
     from deployments.app import build_app
 
     ensure_models(config, progress)
-    progress("starting Ray head")
-    start_ray_head()
+    progress("starting Ray head" + (" with the autoscaler (multi-node)" if multinode else ""))
+    start_ray_head(config, multinode)
     ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
     try:
-        serve.start(http_options={"host": config.gateway.host, "port": config.gateway.port})
+        _check_fits(config, multinode)
+        # One HTTP proxy, on the head: worker nodes of a local multi-node cluster share this machine's ports.
+        serve.start(http_options={"host": config.gateway.host, "port": config.gateway.port},
+                    proxy_location="HeadOnly")
         progress(f"deploying application {config.app_name!r} (vLLM engines take a minute on CPU)")
         # serve.run blocks without a deadline; the private non-blocking variant lets us bound the wait and
         # report a failed deployment instead of hanging.
@@ -124,9 +189,11 @@ def _wait_running(app_name: str, base_url: str, timeout_s: float, progress: Call
 
 
 def status() -> dict[str, Any]:
-    """Applications, deployments and replica counts of the running cluster."""
+    """Applications, deployments and replica counts of the running cluster, and its nodes."""
     import ray
     from ray import serve
+
+    from cluster.topology import nodes_report, read_nodes, read_replicas
 
     if not ray_is_running():
         raise ClusterError("no local Ray cluster is running; start one with `cascade up`")
@@ -148,7 +215,8 @@ def status() -> dict[str, Any]:
                     },
                 }
                 for name, app in serve_status.applications.items()
-            }
+            },
+            "nodes": nodes_report(read_nodes(), read_replicas()),
         }
     finally:
         ray.shutdown()

@@ -6,20 +6,12 @@ from typing import Any
 
 from ray.serve import Application
 
-from cluster.config import CascadeConfig, parse_config
+from cluster.config import GATEWAY_DEPLOYMENT, CascadeConfig, judge_deployment_name, parse_config, tier_deployment_name
 from deployments.gateway import Gateway
 from deployments.judge import JudgeVerifier
 from deployments.model_server import ModelServer
 
 IMPORT_PATH = "deployments.app:build_app"
-
-
-def tier_deployment_name(tier_name: str) -> str:
-    return f"tier-{tier_name}"
-
-
-def judge_deployment_name(route_name: str) -> str:
-    return f"judge-{route_name}"
 
 
 def build_app(args: dict[str, Any]) -> Application:
@@ -37,7 +29,7 @@ def build_app(args: dict[str, Any]) -> Application:
         for route in config.routes
         if route.judge is not None
     }
-    gateway = Gateway.options(name="gateway", **config.gateway.deployment.to_serve())
+    gateway = Gateway.options(name=GATEWAY_DEPLOYMENT, **config.gateway.deployment.to_serve())
     return gateway.bind(config.model_dump(mode="json"), tiers, judges)
 
 
@@ -47,11 +39,7 @@ def serve_config(config: CascadeConfig, http_host: str = "0.0.0.0") -> dict[str,
     Deployment options are listed as well as passed in `args`, so `serve status` and KubeRay show them; both
     come from the same config, so they cannot disagree.
     """
-    deployments = [{"name": "gateway", **config.gateway.deployment.to_serve()}]
-    deployments += [{"name": tier_deployment_name(t.name), **t.deployment.to_serve()} for t in config.vllm_tiers]
-    deployments += [
-        {"name": judge_deployment_name(r.name), **r.judge.deployment.to_serve()} for r in config.routes if r.judge
-    ]
+    deployments = [{"name": name, **options.to_serve()} for name, options in config.deployment_options.items()]
     return {
         "http_options": {"host": http_host, "port": config.gateway.port},
         "applications": [

@@ -8,6 +8,7 @@ policies read verdicts and never call verifiers themselves, so they stay pure an
 
 from __future__ import annotations
 
+import functools
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +39,9 @@ __all__ = [
 
 # Reasons end up in logs and repair prompts; a validation message can embed a huge instance.
 _MAX_REASON_CHARS = 300
+# Compiled validators kept per process (a gateway replica): each holds its schema, at most about a megabyte
+# (the request body limit), so the cache stays bounded.
+_COMPILED_SCHEMAS_KEPT = 256
 _COMBINATORS = ("allOf", "anyOf", "oneOf")
 
 
@@ -232,9 +236,18 @@ def _compile(schema: Any, label: str) -> Validator:
     ``$schema`` says otherwise).
 
     Format checking stays off: ``format`` is an annotation in 2020-12 and clients rarely mean it.
+    The gateway validates a request's schemas and the cascade then builds its verifiers from the same ones,
+    and agents send the same tools again and again: compiled validators are kept by the schema's JSON text.
     """
     if not isinstance(schema, (Mapping, bool)):
         raise InvalidSchemaError(f"{label}: a schema must be a JSON object or boolean, got {type(schema).__name__}")
+    return _compile_json(json.dumps(schema), label)
+
+
+@functools.lru_cache(maxsize=_COMPILED_SCHEMAS_KEPT)
+def _compile_json(schema_json: str, label: str) -> Validator:
+    """``_compile`` of one schema's JSON text; a schema that fails raises, and failures are not kept."""
+    schema = json.loads(schema_json)
     cls = validator_for(schema, default=Draft202012Validator)
     try:
         cls.check_schema(schema)

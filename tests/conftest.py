@@ -70,9 +70,21 @@ def cluster_config_for_tests(otlp_endpoint: str, state_dir: Path) -> dict:
     return config
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """No Ray call in this process may start a Ray instance of its own (Ray's default when none is connected).
+
+    After the handle fixture's driver disconnects, Serve's router thread would, and a stray local instance
+    would be taken for the cluster the multi-node tests start next. Ray reads this when first imported,
+    which is after this hook (test modules are collected later).
+    """
+    os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Fault-injection tests take parts of the shared cluster down: they go last, whatever the file order."""
-    items.sort(key=lambda item: item.get_closest_marker("faults") is not None)
+    """Fault-injection tests take parts of the shared cluster down: they go last, whatever the file order; the
+    multi-node tests replace it with a cluster of their own, after them."""
+    items.sort(key=lambda item: (item.get_closest_marker("multinode") is not None,
+                                 item.get_closest_marker("faults") is not None))
 
 
 @pytest.fixture(scope="session")
@@ -125,14 +137,20 @@ def openai_client(cluster: str):
     return OpenAI(base_url=f"{cluster}/v1", api_key=ADMIN_KEY, timeout=120, max_retries=0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def gateway_handle(cluster: str):
-    """The application's DeploymentHandle, as a Python caller inside the Ray cluster gets it."""
+    """The application's DeploymentHandle, as a Python caller inside the Ray cluster gets it.
+
+    Per module, and its router stopped before the driver disconnects: a router left running keeps pushing
+    metrics from its own thread, against a cluster this process is no longer connected to.
+    """
     import ray
     from ray import serve
 
     ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
-    yield serve.get_app_handle("slm-cascade")
+    handle = serve.get_app_handle("slm-cascade")
+    yield handle
+    handle.shutdown()
     ray.shutdown()
 
 

@@ -58,6 +58,10 @@ def test_embedded_default_has_slm_first_and_a_fallback() -> None:
         (lambda c: c["gateway"]["auth"].update(keys=[{"name": "a", "sha256": "sha256:" + "0" * 64,
                                                        "requests_per_minute": float("inf")}]),
          "requests_per_minute"),
+        (lambda c: c["multinode"]["pools"].update(pool_gpu={}), "multinode.pools: ['pool_gpu'] are asked for by no"),
+        (lambda c: c["multinode"]["pools"]["pool_slm"].update(min_nodes=3, max_nodes=2), "multinode.pools.pool_slm"),
+        (lambda c: c["multinode"]["pools"].update({"Pool SLM": {}}), "multinode.pools.Pool SLM"),
+        (lambda c: c["multinode"].update(idle_timeout_s=0), "multinode.idle_timeout_s"),
     ],
 )
 def test_invalid_config_names_the_bad_field(mutate, field: str) -> None:

@@ -34,9 +34,9 @@ def test_an_adapter_changes_the_answer_and_a_route_runs_its_adapter(cluster: str
     assert alpha != base and beta != base and alpha != beta
     assert content(ask(cluster, "slm:alpha")) == alpha, "greedy decoding with one adapter is repeatable"
     routed = ask(cluster, "cascade", route="adapted")
-    assert routed.status_code == 200 and routed.json()["cascade"]["tiers_tried"][0] == "slm"
-    if routed.json()["cascade"]["final_tier"] == "slm":
-        assert content(routed) == alpha, "route `adapted` answers with adapter alpha"
+    # threshold 0 and no schema: nothing to verify, so only a tier error could escalate
+    assert routed.status_code == 200 and routed.json()["cascade"]["tiers_tried"] == ["slm"]
+    assert content(routed) == alpha, "route `adapted` answers with adapter alpha"
 
 
 @pytest.mark.parametrize(("model", "status"), [("slm:nope", 404), ("slm:Bad Name", 404), ("fallback:alpha", 404)])

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from cluster.config import load_config
+from cluster.node_types import helm_worker_groups
 from cluster.render import (
     CHART_DIR,
     SERVE_DEFAULTS_FILE,
+    RenderError,
     load_values,
     render_serve_config,
     serve_config_text,
@@ -30,9 +33,15 @@ def test_serve_config_equals_render_serve_config(chart, values_file: tuple[str, 
 
 
 def test_serve_config_equals_it_for_the_embedded_default_config(chart) -> None:
+    """With the worker groups `cascade render worker-groups` derives: its pools are what the chart advertises."""
     config = load_config()
-    values = {"cascade": config.model_dump(mode="json")}
+    values = {"cascade": config.model_dump(mode="json"), "workerGroups": helm_worker_groups(config)}
     assert chart.serve_config(values) == render_serve_config(config)
+
+
+def test_the_embedded_default_is_refused_without_groups_for_its_pools(chart) -> None:
+    with pytest.raises(RenderError, match="pool_slm: no worker group advertises it"):
+        chart.serve_config({"cascade": load_config().model_dump(mode="json")})
 
 
 def test_args_are_the_cascade_values_verbatim(chart, values_file: tuple[str, dict]) -> None:

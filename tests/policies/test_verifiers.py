@@ -237,3 +237,14 @@ def test_schemas_may_only_reference_themselves(ref: str) -> None:
     """A client-supplied schema must never make the gateway fetch a URL (SSRF) or read a file."""
     with pytest.raises(InvalidSchemaError, match="only local"):
         SchemaVerifier({"type": "object", "properties": {"a": {"$ref": ref}}})
+
+
+def test_a_schema_seen_again_reuses_its_compiled_validator_and_a_bad_one_fails_every_time() -> None:
+    """The gateway's check and the cascade's verifiers compile each request's schema once between them."""
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    first, second = SchemaVerifier(schema), SchemaVerifier(json.loads(json.dumps(schema)))
+    assert first._validator is second._validator
+    assert second.verify(Candidate(text='{"city": 1}')).passed is False
+    for _ in range(2):
+        with pytest.raises(InvalidSchemaError, match="invalid JSON Schema"):
+            SchemaVerifier({"type": "object", "minProperties": -1})
