@@ -103,7 +103,10 @@ def _check_fits(config: CascadeConfig, multinode: bool) -> None:
         short = {pool: amount for pool, amount in demand.items() if advertised[pool] < amount}
         missing = f"the running head advertises {advertised}, this config may use {short}" if short else ""
     else:
-        known = json.loads(_autoscaler_config_file().read_text())["available_node_types"]
+        try:
+            known = json.loads(_autoscaler_config_file().read_text())["available_node_types"]
+        except (OSError, ValueError, KeyError):  # started with another cache folder: its node types are unknown
+            return
         unknown = sorted(set(demand) - set(known))
         missing = f"the running cluster has no node type for {unknown}" if unknown else ""
     if missing:

@@ -20,16 +20,15 @@ from cluster.adapt import (
     AdaptError,
     AdaptResult,
     adapter_name,
-    answer_matches,
     format_adapt_result,
     replay_body,
     run_adapt,
     set_route_adapter,
-    tool_case,
     write_atomically,
     write_route_adapter,
 )
 from cluster.adaptation.dataset import NotEnoughDataError
+from cluster.adaptation.success import answer_matches, tool_case
 from cluster.adaptation.train import TrainSettings, TrainSummary
 from cluster.config import ADAPTER_NAME_PATTERN, ConfigError, load_config
 from cluster.recording import RecordedExample, RecordingStore
