@@ -119,7 +119,8 @@ def _between(marks: dict[str, float], start: str, end: str) -> float | None:
 
 
 def _victim(nodes: list[NodeState], replicas: list[ReplicaPlacement], deployment: str, pool: str) -> NodeState:
-    """The newest alive pool node holding a RUNNING replica of the deployment (the one scale-out added)."""
+    """An alive pool node holding a RUNNING replica of the deployment: the last by node id, which on the local
+    provider (ids count up) is the newest, the one scale-out added."""
     holding = {r.node_id for r in replicas if r.deployment == deployment and r.state == "RUNNING"}
     candidates = [node for node in nodes if node.alive and node.type == pool and node.node_id in holding]
     if not candidates:
@@ -155,7 +156,12 @@ async def run_autoscale(
 
     async def sample_forever() -> None:
         while True:
-            nodes, replicas = await asyncio.to_thread(lambda: (read_nodes(), read_replicas()))
+            try:
+                nodes, replicas = await asyncio.to_thread(lambda: (read_nodes(), read_replicas()))
+            except Exception as error:  # noqa: BLE001 - e.g. the controller busy with a lost node: next sample
+                on_progress(f"sample skipped: {type(error).__name__}: {error}")
+                await asyncio.sleep(sample_every_s)
+                continue
             latest.update(nodes=nodes, replicas=replicas)
             now = load.now()
             recent = [r for r in load.records if r.ended_s >= now - window_s]

@@ -4,11 +4,14 @@ the chart; the autoscaler's cluster config is checked against Ray's own schema."
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
 import ray
+import yaml
 
 from bench.autoscale import ScalingTargetError, Targets, scaling_targets
 from cluster.config import load_config, parse_config
@@ -124,3 +127,9 @@ def test_nodes_report_counts_running_replicas_per_node() -> None:
     assert report["a"]["replicas"] == {"tier-slm": 1} and report["a"]["type"] == "pool_slm"
     assert report["b"]["alive"] is False
     assert alive_nodes_by_type(nodes) == {HEAD_TYPE: 1, "pool_slm": 1}
+
+
+def test_render_worker_groups_prints_the_charts_groups_for_the_config() -> None:
+    cascade = str(Path(sys.executable).with_name("cascade"))
+    result = subprocess.run([cascade, "render", "worker-groups"], capture_output=True, text=True, check=True)
+    assert yaml.safe_load(result.stdout) == {"workerGroups": helm_worker_groups(load_config())}
