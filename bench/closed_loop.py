@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import numpy as np
 
-from bench.load import require_loopback
+from bench.load import percentile, require_loopback
 from cluster.client_auth import auth_headers
 
 Outcome = str  # "ok" | "error" | "lost"
@@ -53,8 +52,8 @@ def classify(response: httpx.Response) -> tuple[Outcome, str | None]:
 
 def p95_ms(records: Sequence[RequestRecord]) -> float | None:
     """p95 latency of the answered requests, or None when none was answered."""
-    latencies = [r.latency_s * 1000 for r in records if r.outcome == "ok"]
-    return round(float(np.percentile(latencies, 95)), 1) if latencies else None
+    value = percentile([r.latency_s * 1000 for r in records if r.outcome == "ok"], 95)
+    return None if value is None else round(value, 1)
 
 
 @dataclass

@@ -23,7 +23,7 @@ import numpy as np
 
 from cluster.client_auth import auth_headers
 
-__all__ = ["LevelResult", "LoadError", "LoadReport", "require_loopback", "run_load"]
+__all__ = ["LevelResult", "LoadError", "LoadReport", "percentile", "require_loopback", "run_load"]
 
 ReplicaReader = Callable[[], Mapping[str, int]]  # deployment name -> running replicas
 
@@ -71,7 +71,8 @@ def require_loopback(base_url: str) -> None:
         raise LoadError(f"refusing to load-test {host!r}: only loopback hosts (127.0.0.1, ::1, localhost) are allowed")
 
 
-def _percentile(values: Sequence[float], q: float) -> float | None:
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile, or None for no values (nothing answered)."""
     return float(np.percentile(values, q)) if values else None
 
 
@@ -107,8 +108,8 @@ async def _level(client: httpx.AsyncClient, bodies: Sequence[dict[str, Any]], co
     return LevelResult(
         concurrency=concurrency, requests=len(latencies) + sum(errors.values()), ok=len(latencies),
         errors_by_status=errors, duration_s=duration, throughput_rps=len(latencies) / duration if duration else 0.0,
-        latency_p50_ms=_percentile(latencies, 50), latency_p95_ms=_percentile(latencies, 95),
-        latency_p99_ms=_percentile(latencies, 99), stopped_by_deadline=stopped,
+        latency_p50_ms=percentile(latencies, 50), latency_p95_ms=percentile(latencies, 95),
+        latency_p99_ms=percentile(latencies, 99), stopped_by_deadline=stopped,
     )
 
 

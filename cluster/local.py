@@ -87,14 +87,13 @@ def _check_fits(config: CascadeConfig, multinode: bool) -> None:
     """Refuse to deploy onto a running cluster that could never place the config's replicas: one of the
     other shape, a one-node head advertising less of a pool than the config may use, or a multi-node
     cluster started without a node type for one of its pools. Pools are fixed when the head starts."""
-    import ray
+    from cluster.topology import read_nodes
 
     demand = single_node_resources(config)
-    head = next((node for node in ray.nodes() if node["Alive"] and "node:__internal_head__" in node["Resources"]),
-                None)
+    head = next((node for node in read_nodes() if node.alive and node.type == HEAD_TYPE), None)
     if not demand or head is None:
         return
-    advertised = {pool: head["Resources"].get(pool, 0.0) for pool in demand}
+    advertised = {pool: head.resources.get(pool, 0.0) for pool in demand}
     head_is_one_node = any(advertised.values())
     if head_is_one_node == multinode:
         running, asked = ("one-node", "--multinode") if multinode else ("multi-node", "one-node")
