@@ -145,8 +145,10 @@ def _signals(result: ChatResult) -> tuple[list[float], list[list[float]]]:
 
 
 def _repair_messages(messages: list[dict[str, Any]], message: dict[str, Any], verdicts: Sequence[Verdict]) -> list:
-    answer = message.get("content") or json.dumps(
-        [{"name": c["function"]["name"], "arguments": c["function"]["arguments"]} for c in message["tool_calls"]]
+    calls = message.get("tool_calls") or []  # an empty answer (max_tokens reached at once) has neither
+    answer = message.get("content") or (
+        json.dumps([{"name": c["function"]["name"], "arguments": c["function"]["arguments"]} for c in calls])
+        if calls else ""
     )
     reasons = "; ".join(reason for v in verdicts if not v.passed for reason in v.reasons)
     fix = f"That answer was rejected: {reasons}. Answer again, following the required format exactly."

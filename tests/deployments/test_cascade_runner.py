@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from cluster.config import JudgeConfig, RouteConfig
-from deployments.cascade import CascadeRunner, Tier
+from deployments.cascade import CascadeRunner, Tier, _repair_messages
 from deployments.protocol import ChatRequest, GatewayError
 from deployments.vllm_engine import ChatResult
 from policies.cost import TierPrice
@@ -166,3 +166,11 @@ def test_judge_reads_the_clients_conversation_not_the_repair_turn() -> None:
     report = run(CascadeRunner(route, [tier(slm, 1), tier(ScriptedTier("llm"), 10)], judge=judge)).report()
     assert report["tiers_tried"] == ["slm", "slm"] and report["verified"]
     assert judge.seen == [REQUEST.messages]
+
+
+def test_a_repair_of_an_empty_answer_does_not_crash() -> None:
+    """Schemathesis found it: max_tokens 1 gave no content and no tool_calls, and the repair raised (a 500)."""
+    failed = Verdict(name="schema", score=0.0, passed=False, reasons=("not JSON",))
+    repaired = _repair_messages([{"role": "user", "content": "hi"}], {"role": "assistant", "content": None},
+                                [failed])
+    assert repaired[1] == {"role": "assistant", "content": ""} and "not JSON" in repaired[2]["content"]
