@@ -17,12 +17,13 @@ from bench.autoscale import ScalingTargetError
 from bench.bfcl import CATEGORIES, BenchDataError, load_cases
 from bench.load import LoadError
 from bench.runner import POLICIES, BenchError
+from cluster.confidence_fit import FitError
 from cluster.fault_injection import FaultInjectionError
 
 __all__ = ["register"]
 
 DEFAULT_URL = "http://127.0.0.1:8000/v1"
-_ERRORS = (BenchError, BenchDataError, LoadError, FaultInjectionError, ScalingTargetError)
+_ERRORS = (BenchError, BenchDataError, LoadError, FaultInjectionError, ScalingTargetError, FitError)
 
 
 def _say(message: str) -> None:
@@ -56,6 +57,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for label, figures in report["policies"].items():
         print(f"{label:<24} n={figures['n']:<4} success={figures['success_rate']:.1%} cps={figures['cps']}")
     print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+@_guarded
+def _cmd_confidence(args: argparse.Namespace) -> int:
+    from bench.confidence_study import SimulatedFallback, run_study
+
+    report = run_study(args.train, args.eval, args.out, fallback_runs=args.fallback_run,
+                       simulated=SimulatedFallback(accuracy=args.simulated_accuracy), threshold=args.threshold)
+    pooled = report["categories"]["pooled"]
+    print(f"fitted on {', '.join(report['training']['categories'])}; evaluated on "
+          f"{', '.join(c for c in report['categories'] if c != 'pooled')}")
+    for category, entry in report["categories"].items():
+        print(f"  {category:<18} n={entry['n']:<4} right={entry['right']:<4} AUROC fitted "
+              f"{entry['auroc']['fitted']:.3f} (served before {entry['auroc']['served (before)']:.3f})  "
+              f"APGR (simulated) {entry['simulated']['apgr']:.3f}")
+    print(f"pooled CPS at 0.95x fallback / oracle's (simulated): {pooled['simulated']['cps_ratio_to_oracle']}")
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+@_guarded
+def _cmd_features(args: argparse.Namespace) -> int:
+    from bench.features import annotate_records
+
+    for folder in args.out:
+        print(f"{folder}: {annotate_records(folder)} answers' features replayed")
     return 0
 
 
@@ -200,6 +228,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     report.add_argument("--sweep-thresholds", action="store_true")
     report.add_argument("--min-success-rate", type=float, default=0.0)
     report.set_defaults(run=_cmd_report)
+
+    confidence = actions.add_parser("confidence", help="fit the confidence model on training bench runs and report "
+                                    "AUROC, APGR and CPS on evaluation runs (other categories)")
+    confidence.add_argument("--train", nargs="+", required=True, metavar="DIR", help="slm-only bench folders to fit on")
+    confidence.add_argument("--eval", nargs="+", required=True, metavar="DIR", help="slm-only bench folders to report on")
+    confidence.add_argument("--fallback-run", nargs="*", default=[], metavar="DIR",
+                            help="llm-only bench folders of the real fallback on the evaluation cases")
+    confidence.add_argument("--simulated-accuracy", type=float, default=0.9, help="the simulated fallback's accuracy")
+    confidence.add_argument("--threshold", type=float, help="also report a route's operating point at this threshold")
+    confidence.add_argument("--out", default="confidence-out")
+    confidence.set_defaults(run=_cmd_confidence)
+
+    features = actions.add_parser("features", help="replay each recorded answer's confidence features into its record")
+    features.add_argument("out", nargs="+", metavar="DIR", help="bench folders (records.jsonl)")
+    features.set_defaults(run=_cmd_features)
 
     load = actions.add_parser("load", help="bounded load test of a loopback endpoint at increasing concurrency")
     _common(load)

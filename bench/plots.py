@@ -115,3 +115,50 @@ def plot_autoscale_timeline(run: dict[str, Any], path: Path) -> Path:
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def write_routing_plots(pooled: dict[str, Any], answers: list[Any], model: Any, fits: dict[str, Any],
+                        out: Path) -> list[str]:
+    """Risk-coverage of each confidence, and CPS vs success of the cascade against a random router and the
+    oracle (simulated fallback), for `cascade bench confidence`."""
+    from cluster.confidence_fit import score_answers
+
+    plt = _pyplot()
+    labels = [a.success for a in answers]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    curves = {"served before": [a.confidence or 0.0 for a in answers],
+              **{name: score_answers(fit.policy, answers) for name, fit in fits.items()}}
+    for name, confidence in curves.items():
+        ranked = [right for _, right in sorted(zip(confidence, labels), key=lambda pair: -pair[0])]
+        errors, risk = 0, []
+        for k, right in enumerate(ranked, start=1):
+            errors += not right
+            risk.append(errors / k)
+        axis.plot([k / len(ranked) for k in range(1, len(ranked) + 1)], risk, label=name)
+    axis.set(xlabel="coverage (share of answers kept on the SLM)", ylabel="error rate of kept answers",
+             title="risk-coverage on evaluation categories")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(out / "risk_coverage.png")
+    plt.close(figure)
+
+    quality = pooled["simulated"]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    curve = [p for p in quality["curve"] if p["cps_usd"] is not None]
+    axis.plot([p["success_rate"] for p in curve], [p["cps_usd"] for p in curve], label="cascade (fitted confidence)")
+    first, last = curve[0], quality["curve"][-1]
+    # A random router escalating a share x: success and cost per request both move linearly from x=0 to x=1.
+    cost_0, cost_1 = first["cps_usd"] * first["success_rate"], last["cps_usd"] * last["success_rate"]
+    shares = [i / 50 for i in range(51)]
+    success = [first["success_rate"] + x * (last["success_rate"] - first["success_rate"]) for x in shares]
+    axis.plot(success, [(cost_0 + x * (cost_1 - cost_0)) / s for x, s in zip(shares, success)], linestyle="--",
+              label="random router (expected)")
+    axis.scatter([quality["oracle_success_rate"]], [quality["oracle_cps"]], marker="*", s=120, label="oracle",
+                 zorder=3)
+    axis.set(xlabel="success rate", ylabel="CPS (USD)", yscale="log",
+             title=f"CPS vs success, simulated fallback (success {quality['fallback_success_rate']:.2f})")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(out / "cps_vs_success.png")
+    plt.close(figure)
+    return ["risk_coverage.png", "cps_vs_success.png"]

@@ -118,8 +118,32 @@ def _markdown(report: dict[str, Any]) -> str:
                   f"accepted on the SLM {best['accepted_fraction']:.1%}."]
     elif sweep:
         lines += ["", f"Threshold sweep: {sweep['error']}"]
+    routing = report.get("routing")
+    if routing:
+        lines += ["", f"Routing ({routing['n']} cases answered by both slm-only and llm-only; the SLM's served "
+                  f"confidence): AUROC {_maybe(routing['auroc'])}, SLM {routing['slm_success_rate']:.1%}, fallback "
+                  f"{routing['fallback_success_rate']:.1%}, oracle cascade {routing['oracle_success_rate']:.1%}, "
+                  f"APGR {_maybe(routing['apgr'])}, CPS at {routing['target_success_rate']:.1%} success / oracle's "
+                  f"{_maybe(routing['cps_ratio_to_oracle'])}."]
     lines += ["", *[f"![{p}]({p})" for p in report["plots"]]]
     return "\n".join(lines) + "\n"
+
+
+def _maybe(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def routing_of(by_policy: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | None:
+    """Routing quality of the SLM's confidence (`bench.routing_quality`) where slm-only and llm-only ran on the
+    same cases; the curve is left out of the report (the plots show it)."""
+    from bench.routing_quality import routing_quality
+    from bench.sweep import labelled_outcomes
+
+    slm, llm = by_policy.get("slm-only"), by_policy.get("llm-only")
+    outcomes = labelled_outcomes([r for r in slm or [] if not r.get("error")], llm or [])
+    if not outcomes:
+        return None
+    return {k: v for k, v in routing_quality(outcomes).items() if k != "curve"}
 
 
 def write_report(out_dir: str | Path, sweep_min_success_rate: float | None = None) -> dict[str, Any]:
@@ -136,6 +160,9 @@ def write_report(out_dir: str | Path, sweep_min_success_rate: float | None = Non
         by_policy.setdefault(record["policy"], []).append(record)
     report: dict[str, Any] = {"policies": {label: summarise(rows, gateway.get(label))
                                            for label, rows in by_policy.items()}}
+    routing = routing_of(by_policy)
+    if routing is not None:
+        report["routing"] = routing
     if sweep_min_success_rate is not None:
         report["threshold_sweep"] = sweep_thresholds(by_policy, sweep_min_success_rate, out)
     report["plots"] = write_plots(report, by_policy, out)

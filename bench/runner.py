@@ -37,6 +37,9 @@ POLICIES = ("slm-only", "llm-only", "cascade")
 RECORDS_FILE = "records.jsonl"
 SIMULATED_FINGERPRINT = "simulated-llm"  # what bench.simulated_llm puts in `system_fingerprint`
 MAX_TOKENS = 512
+# Every request asks for the top alternatives of each token: the records then hold what a confidence model is
+# fitted on (`cascade calibrate --fit`), with the answer they belong to.
+TOP_LOGPROBS = 3
 
 
 class BenchError(RuntimeError):
@@ -76,7 +79,8 @@ def policy_label(policy: Policy, guided: bool) -> str:
 
 
 def request_body(case: Case, policy: Policy, guided: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": policy.model, "tools": case.tools, "max_tokens": MAX_TOKENS, "temperature": 0}
+    body: dict[str, Any] = {"model": policy.model, "tools": case.tools, "max_tokens": MAX_TOKENS, "temperature": 0,
+                            "logprobs": True, "top_logprobs": TOP_LOGPROBS}
     if guided and case.expects_calls:
         body["tool_choice"] = "required"
         body["parallel_tool_calls"] = case.parallel  # category metadata: BFCL's simple cases want one call
@@ -105,17 +109,20 @@ async def _send(client: httpx.AsyncClient, case: Case, policy: Policy, guided: b
         return {**record, "error": message or response.reason_phrase}
     cascade = body.get("cascade") or {}
     usage = body.get("usage") or {}
-    parsed = parse_answer(case, body["choices"][0]["message"], guided)
+    choice = body["choices"][0]
+    parsed = parse_answer(case, choice["message"], guided)
     score = score_case(case, parsed.calls)
     tiers = cascade.get("tiers_tried") or []
     return {**record, "success": score.valid, "score_error": score.error, "schema_valid": parsed.schema_valid,
             "executable": parsed.executable, "verified": cascade.get("verified"), "tiers_tried": tiers,
             "final_tier": cascade.get("final_tier"), "escalated": len(set(tiers)) > 1,
-            "confidence": cascade.get("confidence"), "cost_usd": cascade.get("cost_usd") or 0.0,
+            "confidence": cascade.get("confidence"), "features": cascade.get("features"),
+            "cost_usd": cascade.get("cost_usd") or 0.0,
             "tokens_in": usage.get("prompt_tokens", 0), "tokens_out": usage.get("completion_tokens", 0),
             "attempts": [{k: a.get(k) for k in ("tier", "action", "latency_ms", "cost_usd")}
                          for a in cascade.get("attempts", [])],
             "simulated": body.get("system_fingerprint") == SIMULATED_FINGERPRINT or bool(simulated_tiers & set(tiers)),
+            "message": choice["message"], "logprobs": (choice.get("logprobs") or {}).get("content"),
             "error": None}
 
 

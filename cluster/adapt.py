@@ -12,11 +12,7 @@ candidate is served before it is promoted; a refused one stays there for inspect
 
 from __future__ import annotations
 
-import copy
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 from tqdm import tqdm
 
 from cluster.adaptation.dataset import TrainingPair, build_pairs, require_minimum, split_held_out
@@ -33,20 +28,18 @@ from cluster.adaptation.train import TrainSettings, TrainSummary, train_lora
 from cluster.client_auth import API_KEY_ENV, auth_headers
 from cluster.config import (
     ADAPTER_NAME_PATTERN,
-    DEFAULT_ROUTE,
     CascadeConfig,
     RouteConfig,
     TierConfig,
     load_config,
-    parse_config,
 )
+from cluster.config_edit import write_route_fields
 from cluster.local import ClusterError, running_multinode, up
 from cluster.models import resolve_model
 from cluster.recording import CONTRACT_FIELDS, RecordedExample, RecordingStore, recording_path
 from policies.promotion import HeldOutResult, PromotionDecision, decide_promotion
 
-__all__ = ["AdaptError", "AdaptResult", "adapter_name", "format_adapt_result", "replay_body", "run_adapt",
-           "set_route_adapter", "write_atomically", "write_route_adapter"]
+__all__ = ["AdaptError", "AdaptResult", "adapter_name", "format_adapt_result", "replay_body", "run_adapt"]
 
 REPLAY_MAX_TOKENS = 256
 _ROUTE_PREFIX_CHARS = 25  # + "-YYYYmmddtHHMMSS" (16) stays within the adapter name's 41 characters
@@ -109,59 +102,6 @@ def adapter_name(route: str, now: datetime) -> str:
     if not re.fullmatch(ADAPTER_NAME_PATTERN, name):
         raise AdaptError(f"cannot make an adapter name from route {route!r}: {name!r}")
     return name
-
-
-def set_route_adapter(data: Any, route: str, adapter: str) -> dict[str, Any]:
-    """A copy of a config's YAML data with `routes[route].adapter` set; everything else as it was.
-
-    A file without `routes` has the implicit default route only, which is then written out.
-    """
-    if not isinstance(data, dict):
-        raise AdaptError("the config file is not a YAML mapping")
-    data = copy.deepcopy(data)
-    if "routes" not in data and route == DEFAULT_ROUTE:
-        data["routes"] = [{"name": DEFAULT_ROUTE}]
-    entry = next((item for item in data.get("routes") or [] if isinstance(item, dict) and item.get("name") == route),
-                 None)
-    if entry is None:
-        raise AdaptError(f"the config file has no route {route!r} to set the adapter of")
-    entry["adapter"] = adapter
-    return data
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace the file's content in one rename, keeping the previous version as `<file>.bak`.
-
-    Readers see either the old file or the new one, never a partial write; on any failure the file is untouched.
-    """
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        shutil.copymode(path, temporary)
-        shutil.copy2(path, path.with_name(f"{path.name}.bak"))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def write_route_adapter(config_path: Path, route: str, adapter: str) -> CascadeConfig:
-    """Set `routes[route].adapter` in the config file and return the new config (validated before writing).
-
-    The file is read again as YAML data and written back whole, so the user's other settings stay as they are,
-    but YAML comments and formatting are lost (the previous file stays as `<file>.bak`).
-    """
-    try:
-        data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise AdaptError(f"cannot read config {config_path} again to write the adapter into it: {error}") from None
-    updated = set_route_adapter(data, route, adapter)
-    config = parse_config(updated, str(config_path))
-    write_atomically(config_path, yaml.safe_dump(updated, sort_keys=False, allow_unicode=True))
-    return config
 
 
 # ---- data -----------------------------------------------------------------------------------------------
@@ -297,7 +237,7 @@ def run_adapt(
     decision = decide_promotion(base, adapted)
     written = decision.promote and apply
     if written:
-        new_config = write_route_adapter(Path(config_path), route, name)
+        new_config = write_route_fields(Path(config_path), route, {"adapter": name})
         progress(f"routes.{route}.adapter = {name} written to {config_path}; applying it")
         try:
             up(new_config, timeout_s, progress, multinode=running_multinode())

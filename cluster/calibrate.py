@@ -1,4 +1,9 @@
-"""`cascade calibrate`: choose the acceptance threshold from a JSONL file of labelled outcomes.
+"""`cascade calibrate`: choose a route's threshold, fit its confidence model, certify its threshold.
+
+`--min-success-rate` picks the threshold with the lowest CPS above a success floor from labelled outcomes of
+both tiers (below). `--fit` fits the confidence model on labelled answers (`cluster.confidence_fit`), and
+`--target-error A --delta D` certifies the lowest threshold whose accepted answers err at most A with
+confidence 1-D; both write into the route of `--config` (`run_fit`).
 
 Each non-blank line is one request replayed through both tiers, a JSON object with the fields of
 ``policies.calibration.LabelledOutcome``::
@@ -13,15 +18,35 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from policies.calibration import CalibrationError, CalibrationPoint, CalibrationResult, LabelledOutcome, calibrate
+from cluster.confidence_fit import (
+    FitError,
+    FitResult,
+    LabelledAnswer,
+    fit_confidence,
+    held_out,
+    read_labelled,
+    score_answers,
+)
+from cluster.config import DEFAULT_ROUTE, load_config
+from cluster.config_edit import write_route_fields
+from policies.calibration import (
+    CalibrationError,
+    CalibrationPoint,
+    CalibrationResult,
+    LabelledOutcome,
+    calibrate,
+    certify_threshold,
+)
+from policies.confidence import FittedPolicy, build_confidence_policy
 
-__all__ = ["CalibrateError", "load_outcomes", "run_calibrate"]
+__all__ = ["CalibrateError", "load_outcomes", "run_calibrate", "run_fit"]
 
 _MAX_REPORTED_ROWS = 10
 _OUTCOME = TypeAdapter(LabelledOutcome)
@@ -120,3 +145,82 @@ def _point(point: CalibrationPoint) -> dict[str, Any]:
 
 def _cps(cps_usd: float) -> str:
     return "inf" if math.isinf(cps_usd) else f"{cps_usd:.6g}"
+
+
+def run_fit(data: Sequence[str | Path], *, fit: bool, labels: str | Path | None = None,
+            holdout_categories: Sequence[str] = (), target_error: float | None = None, delta: float = 0.05,
+            config_path: str | Path | None = None, route: str = DEFAULT_ROUTE) -> str:
+    """Fit a confidence model and/or certify a threshold from labelled answers; write them into the route of
+    the config file when one is given (validated first; on any error the file is left as it was).
+
+    The threshold is certified on the held-out split alone: with ``fit`` the fit's own; without it the route's
+    fitted model is scored on the answers given, split the same way (pass answers it was not fitted on).
+    """
+    if not fit and target_error is None:
+        raise CalibrateError("nothing to do: pass --fit, --target-error, or --min-success-rate")
+    try:
+        answers = read_labelled(data, labels)
+        if not answers:
+            raise FitError("no labelled answers in " + ", ".join(map(str, data)) + ": the route has no records yet;"
+                           " run traffic or `cascade bench run --policies slm-only` and label it first")
+        lines: list[str] = [f"{len(answers)} labelled answers from {', '.join(map(str, data))}"]
+        fields: dict[str, Any] = {}
+        if fit:
+            result = fit_confidence(answers, holdout_categories)
+            policy = result.policy
+            held = {a.case_id for a in result.held_out_answers}
+            lines += _fit_lines(result)
+            fields = {"confidence_policy": FittedPolicy.name, "confidence_model": {
+                "features": list(policy.features), "weights": list(policy.weights), "means": list(policy.means),
+                "scales": list(policy.scales), "bias": policy.bias,
+                "fitted_on": {"data": [str(d) for d in data], "train": result.train.n,
+                              "held_out": result.held_out.n, "held_out_auroc": round(result.held_out.auroc, 4),
+                              "held_out_brier": round(result.held_out.brier, 4)}}}
+        else:
+            policy = _route_policy(config_path, route)
+            held = {a.case_id for a in answers if held_out(a, frozenset(holdout_categories))}
+        if target_error is not None:
+            tested_on = [a for a in answers if a.case_id in held]
+            certificate = certify_threshold(_scored(policy, tested_on), target_error, delta)
+            lines.append(f"certified threshold {certificate.threshold:.4f}: {certificate.n_accepted} of "
+                         f"{certificate.n_total} held-out answers reach it, {certificate.errors} wrong; error <= "
+                         f"{certificate.upper_bound:.4f} with confidence {1 - delta:g} (target {target_error:g})")
+            fields |= {"threshold": certificate.threshold, "threshold_certificate": {
+                **{k: v for k, v in asdict(certificate).items() if k != "threshold"},
+                "data": ", ".join(map(str, data))}}
+    except (FitError, CalibrationError, ValueError) as error:
+        raise CalibrateError(str(error)) from None
+    if config_path is not None:
+        write_route_fields(Path(config_path), route, fields)
+        lines.append(f"written to routes.{route} in {config_path} ({', '.join(fields)}); previous file kept as "
+                     f"{config_path}.bak; apply with `cascade up --config {config_path}`")
+    elif fit and target_error is None:
+        lines.append("not written: pass --config FILE (and --target-error to set a threshold on the new scale)")
+    return "\n".join(lines)
+
+
+def _scored(policy: Any, answers: Sequence[LabelledAnswer]) -> list[tuple[float, bool]]:
+    return list(zip(score_answers(policy, answers), (a.success for a in answers)))
+
+
+def _fit_lines(result: FitResult) -> list[str]:
+    lines = [f"fitted on {result.train.n} answers ({result.train.right} right); held out {result.held_out.n} "
+             f"({result.held_out.right} right), never fitted on:"]
+    rows = [("fitted, held out", result.held_out), ("fitted, training", result.train)]
+    if result.served_before is not None:
+        rows.append(("served before, held out", result.served_before))
+    lines += [f"  {name:<24} AUROC {s.auroc:.4f}  Brier {s.brier:.4f}  calibration error {s.calibration_error:.4f}"
+              for name, s in rows]
+    weights = sorted(zip(result.policy.features, result.policy.weights), key=lambda pair: -abs(pair[1]))
+    lines.append("  weights (standardised): " + ", ".join(f"{n} {w:+.2f}" for n, w in weights))
+    return lines
+
+
+def _route_policy(config_path: str | Path | None, route: str) -> Any:
+    if config_path is None:
+        raise CalibrateError("--target-error without --fit certifies a route's fitted model: pass --config FILE")
+    config = load_config(config_path)
+    settings = next((r for r in config.routes if r.name == route), None)
+    if settings is None or settings.confidence_model is None:
+        raise CalibrateError(f"route {route!r} in {config_path} has no fitted confidence model: run with --fit")
+    return build_confidence_policy(settings.confidence_policy, settings.confidence_model.parameters())

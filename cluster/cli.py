@@ -63,9 +63,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from cluster.calibrate import run_calibrate
+    from cluster.calibrate import CalibrateError, run_calibrate, run_fit
 
-    print(run_calibrate(args.data, args.min_success_rate, as_json=args.json))
+    if args.min_success_rate is not None:
+        if args.fit or args.target_error is not None or len(args.data) != 1:
+            raise CalibrateError("--min-success-rate reads one outcomes file and goes alone; --fit and "
+                                 "--target-error are a separate use")
+        print(run_calibrate(args.data[0], args.min_success_rate, as_json=args.json))
+        return 0
+    print(run_fit(args.data, fit=args.fit, labels=args.labels, holdout_categories=args.holdout_categories,
+                  target_error=args.target_error, delta=args.delta, config_path=args.config, route=args.route))
     return 0
 
 
@@ -254,10 +261,19 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(run=_cmd_status)
 
-    calibrate = commands.add_parser("calibrate", help="choose the acceptance threshold from labelled outcomes")
-    calibrate.add_argument("--data", required=True, metavar="FILE", help="one LabelledOutcome JSON object per line")
-    calibrate.add_argument("--min-success-rate", type=float, required=True, help="success-rate floor in [0, 1]")
-    calibrate.add_argument("--json", action="store_true", help="print the curve as JSON")
+    calibrate = commands.add_parser("calibrate", help="fit a route's confidence model, certify or choose its threshold")
+    calibrate.add_argument("--data", required=True, nargs="+", metavar="FILE",
+                           help="labelled answers (bench records.jsonl), or one outcomes file with --min-success-rate")
+    calibrate.add_argument("--min-success-rate", type=float, help="lowest-CPS threshold above this success floor")
+    calibrate.add_argument("--json", action="store_true", help="with --min-success-rate: print the curve as JSON")
+    calibrate.add_argument("--fit", action="store_true", help="fit the confidence model (logistic regression)")
+    calibrate.add_argument("--labels", metavar="FILE", help="success labels joined on case_id (feedback, a grader)")
+    calibrate.add_argument("--holdout-categories", type=lambda text: [c for c in text.split(",") if c], default=[],
+                           metavar="A,B", help="evaluate on these categories (default: a fixed quarter of the cases)")
+    calibrate.add_argument("--target-error", type=float, help="certify the lowest threshold with accepted error <= this")
+    calibrate.add_argument("--delta", type=float, default=0.05, help="the certificate holds with probability 1-delta")
+    calibrate.add_argument("--config", help="write the model and threshold into this config file")
+    calibrate.add_argument("--route", default="default", help="the route to write (default: default)")
     calibrate.set_defaults(run=_cmd_calibrate)
 
     report = commands.add_parser("report", help="CPS, validity, latency and energy from the running gateway")

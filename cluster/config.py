@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from cluster.telemetry.tracing import TracingSettings
-from policies.confidence import CONFIDENCE_POLICIES
+from policies.confidence import CONFIDENCE_POLICIES, build_confidence_policy
 from policies.routing import DIFFICULTY_PREDICTORS
 
 TIER_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,40}$"
@@ -179,13 +179,50 @@ class DifficultyConfig(StrictModel):
     hard_threshold: float = Field(0.8, ge=0, le=1, description="At or above this, start on the second tier.")
 
 
+class ConfidenceModel(StrictModel):
+    """A fitted confidence model (`cascade calibrate --fit` writes it): a logistic regression over named
+    answer features, standardised by the training means and scales."""
+
+    features: list[str] = Field(min_length=1)
+    weights: list[float]
+    means: list[float]
+    scales: list[float]
+    bias: float
+    fitted_on: dict[str, Any] = Field(default_factory=dict, description="What it was fitted on, and how it scored.")
+
+    def parameters(self) -> dict[str, Any]:
+        """What ``policies.confidence.FittedPolicy`` takes."""
+        return self.model_dump(exclude={"fitted_on"})
+
+
+class ThresholdCertificate(StrictModel):
+    """Why the threshold may be trusted (`cascade calibrate --target-error`): of ``n_accepted`` held-out answers
+    at or above it, ``errors`` were wrong; with confidence 1 - delta the accepted error rate is <= upper_bound."""
+
+    target_error: float = Field(gt=0, lt=1)
+    delta: float = Field(gt=0, lt=1)
+    n_accepted: int = Field(ge=1)
+    errors: int = Field(ge=0)
+    upper_bound: float = Field(ge=0, le=1)
+    n_total: int = Field(ge=1)
+    data: str = Field("", description="The labelled answers it was computed on.")
+
+
 class RouteConfig(StrictModel):
     """A named task type: which tiers it may use and how sure an answer must be to stop."""
 
     name: str = Field(pattern=TIER_NAME_PATTERN)
     tiers: list[str] = Field(default_factory=list, description="Tier names, cheapest first; empty: all tiers.")
     threshold: float = Field(0.0, ge=0, le=1, description="Confidence below this escalates (calibrate it).")
+    threshold_certificate: ThresholdCertificate | None = None
     confidence_policy: str = Field("verifier_gated", description="One of policies.confidence's registry.")
+    confidence_model: ConfidenceModel | None = Field(
+        None, description="The fitted model's parameters; required by (and only by) confidence_policy 'fitted'."
+    )
+    grounding: Literal["off", "feature", "veto"] = Field(
+        "feature", description="Grounding verifier: off; a feature of the confidence; or a verifier whose failure "
+        "repairs or escalates (veto)."
+    )
     max_repairs: int = Field(1, ge=0, le=3, description="Same-tier retries with the verifier's reasons.")
     budget_usd: float | None = Field(None, ge=0, description="Spend cap per request; None: no cap.")
     judge: JudgeConfig | None = None
@@ -204,6 +241,11 @@ class RouteConfig(StrictModel):
     def _known_policies(self) -> RouteConfig:
         if self.confidence_policy not in CONFIDENCE_POLICIES:
             raise ValueError(f"confidence_policy {self.confidence_policy!r} not in {sorted(CONFIDENCE_POLICIES)}")
+        if (self.confidence_policy == "fitted") != (self.confidence_model is not None):
+            raise ValueError("confidence_policy 'fitted' needs a confidence_model and only it takes one: run "
+                             "`cascade calibrate --fit` to write both")
+        if self.confidence_model is not None:
+            build_confidence_policy(self.confidence_policy, self.confidence_model.parameters())
         if self.difficulty.predictor not in DIFFICULTY_PREDICTORS:
             raise ValueError(f"difficulty.predictor {self.difficulty.predictor!r} not in {sorted(DIFFICULTY_PREDICTORS)}")
         return self

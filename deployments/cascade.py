@@ -19,10 +19,11 @@ from opentelemetry import trace
 from cluster.config import RouteConfig
 from cluster.telemetry import semconv
 from deployments.judge import candidate_from_message
-from deployments.tool_choice import forced_tools
 from deployments.protocol import ChatRequest, GatewayError
+from deployments.tool_choice import forced_tools
 from deployments.vllm_engine import ChatResult
-from policies.confidence import CONFIDENCE_POLICIES, ConfidenceSignals, token_uncertainty
+from policies.answer_features import answer_features, decision_top_logprobs
+from policies.confidence import ConfidenceSignals, build_confidence_policy, token_uncertainty
 from policies.cost import TierPrice, attempt_cost
 from policies.escalation import (
     Action,
@@ -33,10 +34,13 @@ from policies.escalation import (
     RoutePolicy,
     best_attempt,
 )
+from policies.grounding import GroundingReport, GroundingVerifier
 from policies.routing import DIFFICULTY_PREDICTORS, TierCooldown, choose_start_tier, cooling_tiers, request_features
-from policies.verifiers import SchemaVerifier, ToolCallVerifier, Verdict, Verifier, safe_verify
+from policies.verifiers import Candidate, SchemaVerifier, ToolCallVerifier, Verdict, Verifier, safe_verify
 
-TOP_LOGPROBS = 5
+# Alternatives asked of a tier per token: the confidence features need the top two (the margin); vLLM detokenises
+# every alternative it returns, which costs CPU on the engine's side, so no more than a few.
+TOP_LOGPROBS = 3
 CHARS_PER_TOKEN = 4  # the gateway has no tokenizer; prompt length for pre-routing is estimated from characters
 
 
@@ -72,6 +76,7 @@ class Attempt:
     cost_usd: float
     latency_s: float
     decision: Decision
+    features: dict[str, float] = field(default_factory=dict)  # what the confidence policy scored
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,7 @@ class CascadeResult:
             "tiers_tried": [attempt.tier for attempt in self.attempts],
             "final_tier": final.tier,
             "confidence": round(final.outcome.confidence, 4),
+            "features": {name: round(value, 4) for name, value in final.features.items()},
             "verifier_scores": {v.name: v.score for v in final.outcome.verdicts},
             "verified": self.accepted,
             "escalation_reason": self.escalation_reason,
@@ -119,8 +125,14 @@ class CascadeResult:
         }
 
 
+def grounding_verifier(request: ChatRequest) -> GroundingVerifier:
+    """The grounding check of a request's answers: against its conversation, its tools or response schema."""
+    return GroundingVerifier(request.messages, [t.model_dump(mode="json") for t in request.tools or []],
+                             request.response_schema)
+
+
 def local_verifiers(request: ChatRequest) -> list[Verifier]:
-    """The deterministic checks a request implies; they run in the gateway (no handle hop)."""
+    """The deterministic form checks a request implies; they run in the gateway (no handle hop)."""
     verifiers: list[Verifier] = []
     if request.response_schema is not None:
         verifiers.append(SchemaVerifier(request.response_schema))
@@ -132,16 +144,12 @@ def local_verifiers(request: ChatRequest) -> list[Verifier]:
     return verifiers
 
 
-def _signals(result: ChatResult) -> tuple[list[float], list[list[float]]]:
-    """Generated-token logprobs, and top-k logprobs at decision tokens (those carrying letters or digits)."""
-    content = ((result.body["choices"][0].get("logprobs") or {}).get("content")) or []
-    logprobs = [token["logprob"] for token in content]
-    decisions = [
-        [alt["logprob"] for alt in token.get("top_logprobs", [])]
-        for token in content
-        if any(ch.isalnum() for ch in token["token"]) and token.get("top_logprobs")
-    ]
-    return logprobs, decisions
+def _signals(result: ChatResult, verdicts: Sequence[Verdict], grounding: GroundingReport | None) -> ConfidenceSignals:
+    """What the confidence policy scores: token uncertainty, the verdicts and the answer's named features."""
+    tokens = ((result.body["choices"][0].get("logprobs") or {}).get("content")) or []
+    uncertainty = token_uncertainty([t["logprob"] for t in tokens], decision_top_logprobs(tokens) or None)
+    features = answer_features(tokens, verdicts, grounding, usage=result.body.get("usage"))
+    return ConfidenceSignals(uncertainty, tuple(verdicts), features)
 
 
 def _repair_messages(messages: list[dict[str, Any]], message: dict[str, Any], verdicts: Sequence[Verdict]) -> list:
@@ -151,7 +159,8 @@ def _repair_messages(messages: list[dict[str, Any]], message: dict[str, Any], ve
         if calls else ""
     )
     reasons = "; ".join(reason for v in verdicts if not v.passed for reason in v.reasons)
-    fix = f"That answer was rejected: {reasons}. Answer again, following the required format exactly."
+    fix = (f"That answer was rejected: {reasons}. Answer again, following the required format exactly and using "
+           "only values that the conversation gives.")
     return [*messages, {"role": "assistant", "content": answer}, {"role": "user", "content": fix}]
 
 
@@ -172,7 +181,14 @@ class CascadeRunner:
         self.policy = EscalationPolicy(
             RoutePolicy(route.threshold, route.max_repairs, route.budget_usd, max_tiers=len(self.tiers))
         )
-        self.confidence = CONFIDENCE_POLICIES[route.confidence_policy]()
+        # A fitted model scores the kind of answer it was fitted on, tool calls: their arguments can be grounded
+        # and their value tokens read. Other answers on such a route (JSON, free text) escalate on what can be
+        # checked (verifiers, tier errors), not on a score the model never learned for them.
+        self.unscored_policy = self.policy if route.confidence_model is None else EscalationPolicy(
+            RoutePolicy(0.0, route.max_repairs, route.budget_usd, max_tiers=len(self.tiers)))
+        self.confidence = build_confidence_policy(
+            route.confidence_policy, route.confidence_model.parameters() if route.confidence_model else None
+        )
         self.predictor = DIFFICULTY_PREDICTORS[route.difficulty.predictor]()
         self.tracer = tracer or trace.get_tracer(__name__)
         self.clock = clock
@@ -190,6 +206,10 @@ class CascadeRunner:
 
     async def run(self, request: ChatRequest) -> CascadeResult:
         verifiers = local_verifiers(request)
+        policy = self.policy if request.tools else self.unscored_policy
+        grounding = None if self.route.grounding == "off" else grounding_verifier(request)
+        if grounding is not None and self.route.grounding == "veto" and request.tools:
+            verifiers.append(grounding)  # a tool call acts on the world; a JSON answer may be made-up content
         messages = list(request.messages)
         index, repairs, spent = self.start_tier(request), 0, 0.0
         attempts: list[Attempt] = []
@@ -197,8 +217,8 @@ class CascadeRunner:
             top = max(TOP_LOGPROBS, (request.model_extra or {}).get("top_logprobs") or 0)
             body = {**request.tier_body(self.tiers[index].name), "messages": messages,
                     "logprobs": True, "top_logprobs": top, "stream": False}
-            attempt = await self._attempt(index, body, verifiers, spent, repairs, first=not attempts,
-                                          original_messages=request.messages)
+            attempt = await self._attempt(index, body, policy, verifiers, grounding, spent, repairs,
+                                          first=not attempts, original_messages=request.messages)
             attempts.append(attempt)
             spent += attempt.cost_usd
             decision = attempt.decision
@@ -218,7 +238,9 @@ class CascadeRunner:
         self,
         index: int,
         body: dict[str, Any],
+        policy: EscalationPolicy,
         verifiers: list[Verifier],
+        grounding: GroundingVerifier | None,
         spent: float,
         repairs: int,
         *,
@@ -243,15 +265,15 @@ class CascadeRunner:
                 error = failure
                 span.set_attribute(semconv.ERROR_TYPE, failure.code or str(failure.status))
             latency = time.perf_counter() - started
-            cost, verdicts, confidence = 0.0, (), 0.0
+            cost, verdicts, confidence, features = 0.0, (), 0.0, {}
             if result is not None:
                 usage = result.body.get("usage") or {}
                 cost = attempt_cost(tier.price, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
                 # The judge reads the client's conversation, not a repair turn.
                 verdicts = await self._verify({**body, "messages": original_messages}, result, verifiers)
-                logprobs, decisions = _signals(result)
-                signals = ConfidenceSignals(token_uncertainty(logprobs, decisions or None), verdicts)
-                confidence = self.confidence.score(signals)
+                report = None if grounding is None else grounding.report(_candidate(result))
+                signals = _signals(result, verdicts, report)
+                confidence, features = self.confidence.score(signals), dict(signals.features)
                 span.set_attributes({
                     semconv.GEN_AI_RESPONSE_MODEL: result.body.get("model", tier.name),
                     semconv.GEN_AI_USAGE_INPUT_TOKENS: usage.get("prompt_tokens", 0),
@@ -267,7 +289,7 @@ class CascadeRunner:
                 cost_usd=spent + cost,
                 repairs_used=repairs,
             )
-            decision = self.policy.decide(
+            decision = policy.decide(
                 outcome, cooling_tiers([t.cooldown for t in self.tiers], self.clock()), self._estimates(result)
             )
             if result is not None and result.energy_j is not None:  # None: a remote provider's, unknown
@@ -279,10 +301,10 @@ class CascadeRunner:
                 "cascade.decision": str(decision.action),
                 semconv.CASCADE_ESCALATION_REASON: str(decision.trigger or ""),
             })
-            return Attempt(tier.name, outcome, result, error, cost, latency, decision)
+            return Attempt(tier.name, outcome, result, error, cost, latency, decision, features)
 
     async def _verify(self, body: dict[str, Any], result: ChatResult, verifiers: list[Verifier]) -> list[Verdict]:
-        candidate = candidate_from_message(result.body["choices"][0]["message"])
+        candidate = _candidate(result)
         verdicts = []
         for verifier in verifiers:
             with self.tracer.start_as_current_span(semconv.SPAN_VERIFY, attributes={"cascade.verifier": verifier.name}):
@@ -307,6 +329,10 @@ class CascadeRunner:
         usage = (result.body.get("usage") if result is not None else None) or {}
         tokens_in, tokens_out = usage.get("prompt_tokens", 0), max(usage.get("completion_tokens", 0), 1)
         return [attempt_cost(t.price, tokens_in, tokens_out) for t in self.tiers]
+
+
+def _candidate(result: ChatResult) -> Candidate:
+    return candidate_from_message(result.body["choices"][0]["message"])
 
 
 def _verdict_attributes(verdicts: Sequence[Verdict]) -> dict[str, Any]:

@@ -233,8 +233,7 @@ class Gateway:
         }
         # A tier addressed by name is a one-tier route: verified and reported, never escalated, never repaired.
         self.single_tier = {
-            name: CascadeRunner(RouteConfig(name=name, tiers=[name], max_repairs=0), [tier], tracer=tracer)
-            for name, tier in tiers.items()
+            name: CascadeRunner(self._one_tier_route(name), [tier], tracer=tracer) for name, tier in tiers.items()
         }
 
     # ---- Python entry points (DeploymentHandle) -------------------------------------------------------
@@ -365,6 +364,15 @@ class Gateway:
 
     # ---- internals --------------------------------------------------------------------------------------
 
+    def _one_tier_route(self, tier: str) -> RouteConfig:
+        """A tier alone. Its answers are scored as the default route scores them when that route starts on it:
+        the confidence a client (or `cascade bench`) sees for the tier is then the one the cascade would act on."""
+        default = next((r for r in self.config.routes if r.name == DEFAULT_ROUTE), None)
+        scoring: dict[str, Any] = {}
+        if default is not None and self.config.route_tiers(default)[:1] == [tier]:
+            scoring = {"confidence_policy": default.confidence_policy, "confidence_model": default.confidence_model}
+        return RouteConfig(name=tier, tiers=[tier], max_repairs=0, **scoring)
+
     def _route_tiers(self, route: RouteConfig) -> list[Tier]:
         """The route's tiers; with an adapter, its first tier runs it (same breaker: it is the same replicas)."""
         tiers = [self.tiers[name] for name in self.config.route_tiers(route)]
@@ -479,7 +487,7 @@ class Gateway:
         if request.model != DEFAULT_MODEL_ALIAS:
             tier_name, _, adapter = request.model.partition(":")
             if adapter:  # built per request: adapter names are open-ended, the cost is a few small objects
-                return CascadeRunner(RouteConfig(name=tier_name, tiers=[tier_name], max_repairs=0),
+                return CascadeRunner(self._one_tier_route(tier_name),
                                      [self._adapted(tier_name, adapter)], tracer=self.telemetry.tracer)
             return self.single_tier[request.model]
         name = route or request.route or DEFAULT_ROUTE

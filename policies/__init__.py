@@ -4,10 +4,13 @@ Each module has one job and is imported directly (``from policies.routing import
 this package re-exports nothing so that importing one policy family never drags in another.
 
 - ``verifiers``: deterministic checks of an answer (JSON Schema, tool calls) -> ``Verdict``.
-- ``confidence``: token-uncertainty features and the accept/score rule for an answer.
+- ``grounding``: is every value of an answer supported by the conversation or the schema -> ``Verdict``.
+- ``value_tokens``: token logprob features over an answer's values and function name, not its scaffolding.
+- ``answer_features``: the named features of one answer that a confidence policy scores.
+- ``confidence``: token-uncertainty features and the scoring rules (hand-set and fitted) for an answer.
 - ``cost``: prices, attempt cost, cost per successful task, budget check.
 - ``routing``: request features, start-tier choice, escalation decisions, tier circuit breaker.
-- ``calibration``: choose the acceptance threshold that minimises cost per successful task.
+- ``calibration``: the threshold that minimises cost per successful task, or one certified to bound the error.
 - ``access``: API-key authentication (digests only), per-key routes and rate limits.
 - ``schema_limits``: size, depth, length-bound and per-request limits that client JSON Schemas must respect.
 - ``regex_safety``: which ``pattern`` regexes could backtrack catastrophically or expand too far.

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from policies.cost import cost_per_successful_task
 
-__all__ = ["CalibrationError", "CalibrationPoint", "CalibrationResult", "LabelledOutcome", "calibrate"]
+__all__ = ["CalibrationError", "CalibrationPoint", "CalibrationResult", "Certificate", "InsufficientDataError",
+           "LabelledOutcome", "accepted_needed", "calibrate", "certify_threshold", "clopper_pearson_upper"]
 
 
 class CalibrationError(ValueError):
@@ -105,3 +106,86 @@ def _curve(outcomes: Sequence[LabelledOutcome], candidates: Sequence[float]) -> 
             total_cost_usd=total,
             accepted_fraction=(n - escalated) / n,
         )
+
+
+COVERAGE_LEVELS = 10  # candidate thresholds of `certify_threshold`: accepting 10%, 20%, ... of the answers
+
+
+class InsufficientDataError(CalibrationError):
+    """Too few labelled answers to certify the target; ``needed`` says how many accepted answers would do."""
+
+    def __init__(self, message: str, needed: int) -> None:
+        super().__init__(message)
+        self.needed = needed
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """The evidence behind a certified threshold: of ``n_accepted`` labelled answers at or above it, ``errors``
+    were wrong, and with confidence ``1 - delta`` the error rate of accepted answers is at most ``upper_bound``
+    (one-sided Clopper-Pearson), which is at most ``target_error``."""
+
+    threshold: float
+    n_accepted: int
+    errors: int
+    upper_bound: float
+    target_error: float
+    delta: float
+    n_total: int
+
+
+def clopper_pearson_upper(errors: int, n: int, delta: float) -> float:
+    """One-sided upper bound on an error rate: with probability at least 1 - delta the true rate is below it."""
+    from scipy.stats import beta
+
+    if n <= 0 or not 0 <= errors <= n:
+        raise ValueError(f"need 0 <= errors <= n and n > 0, got errors={errors}, n={n}")
+    if not 0.0 < delta < 1.0:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    return 1.0 if errors == n else float(beta.ppf(1.0 - delta, errors + 1, n - errors))
+
+
+def accepted_needed(target_error: float, delta: float) -> int:
+    """The fewest accepted answers that could certify ``target_error`` at all: with no error among n, the
+    bound is 1 - delta^(1/n)."""
+    return math.ceil(math.log(delta) / math.log1p(-target_error))
+
+
+def certify_threshold(scored: Sequence[tuple[float, bool]], target_error: float, delta: float,
+                      levels: int = COVERAGE_LEVELS) -> Certificate:
+    """The lowest of a few thresholds whose accepted answers (confidence >= threshold) have an error rate at
+    most ``target_error`` with confidence ``1 - delta``, from (confidence, correct) pairs the model was not
+    fitted on.
+
+    The candidates are fixed before any label is read: the thresholds that accept 1/levels, 2/levels, ... of
+    the answers. Each is tested with a one-sided Clopper-Pearson bound at delta / levels, so by the union bound
+    the chance that the one returned errs more than promised is at most ``delta``, however many pass. Too
+    little evidence raises ``InsufficientDataError`` saying how much more is needed.
+    """
+    if not 0.0 < target_error < 1.0:
+        raise ValueError(f"target error must be in (0, 1), got {target_error}")
+    if not 0.0 < delta < 1.0:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    n = len(scored)
+    needed = accepted_needed(target_error, delta / levels)
+    if n < needed:
+        raise InsufficientDataError(
+            f"{n} labelled answers cannot certify an error of at most {target_error:g} at delta {delta:g}: even "
+            f"with no error it takes {needed} accepted answers; label at least {needed - n} more", needed)
+    ranked = sorted(scored, key=lambda pair: -pair[0])
+    negated = [-confidence for confidence, _ in ranked]  # ascending, for bisect
+    wrong_so_far = list(itertools.accumulate(not correct for _, correct in ranked))
+    best: Certificate | None = None
+    for level in range(1, levels + 1):
+        threshold = ranked[math.ceil(level * n / levels) - 1][0]
+        accepted = bisect.bisect_right(negated, -threshold)  # ties with the threshold are accepted too
+        errors = wrong_so_far[accepted - 1]
+        bound = clopper_pearson_upper(errors, accepted, delta / levels)
+        if bound <= target_error and (best is None or threshold < best.threshold):
+            best = Certificate(threshold, accepted, errors, bound, target_error, delta, n)
+    if best is None:
+        raise InsufficientDataError(
+            f"no threshold certifies an error of at most {target_error:g} at delta {delta:g} on {n} held-out "
+            f"answers: label more answers (at least {needed} accepted with no error would do) or raise the target "
+            "error", needed)
+    return best

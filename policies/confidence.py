@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from policies.verifiers import Verdict
 
@@ -26,9 +26,11 @@ __all__ = [
     "LOGPROB_FLOOR",
     "ConfidencePolicy",
     "ConfidenceSignals",
+    "FittedPolicy",
     "TokenUncertainty",
     "VerifierGatedPolicy",
     "WeightedPolicy",
+    "build_confidence_policy",
     "logistic",
     "token_uncertainty",
 ]
@@ -102,10 +104,12 @@ def _normalised_entropy(top: Sequence[float]) -> float:
 
 @dataclass(frozen=True)
 class ConfidenceSignals:
-    """Everything a confidence policy may look at for one answer."""
+    """Everything a confidence policy may look at for one answer: ``features`` are the named features of
+    ``policies.answer_features`` (value-level logprobs, grounding, agreement...)."""
 
     tokens: TokenUncertainty
     verdicts: tuple[Verdict, ...] = ()
+    features: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def any_failed(self) -> bool:
@@ -209,6 +213,50 @@ class WeightedPolicy(ConfidencePolicy):
         return logistic(self.bias + math.fsum(w * x for w, x in features if x is not None))
 
 
+@dataclass(frozen=True)
+class FittedPolicy(ConfidencePolicy):
+    """``logistic(bias + sum(weight * (feature - mean) / scale))``: a logistic regression fitted on labelled
+    answers by `cascade calibrate --fit`, over the named features of ``policies.answer_features``.
+
+    A feature the answer lacks (a remote tier returns no logprobs) contributes 0, i.e. it is taken at its
+    training mean: it neither helps nor hurts. The score is the model's probability that the answer is right.
+    """
+
+    name: ClassVar[str] = "fitted"
+    features: tuple[str, ...] = ()
+    weights: tuple[float, ...] = ()
+    means: tuple[float, ...] = ()
+    scales: tuple[float, ...] = ()
+    bias: float = 0.0
+
+    def __post_init__(self) -> None:
+        lengths = {len(self.features), len(self.weights), len(self.means), len(self.scales)}
+        if len(lengths) != 1:
+            raise ValueError("features, weights, means and scales must have the same length")
+        _require_finite(bias=self.bias, **{f"weight of {n}": w for n, w in zip(self.features, self.weights)},
+                        **{f"mean of {n}": m for n, m in zip(self.features, self.means)})
+        if not all(math.isfinite(s) and s > 0 for s in self.scales):
+            raise ValueError("every scale must be finite and > 0")
+        if len(set(self.features)) != len(self.features):
+            raise ValueError("a feature is named twice")
+
+    def score(self, signals: ConfidenceSignals) -> float:
+        total = self.bias
+        for name, weight, mean, scale in zip(self.features, self.weights, self.means, self.scales):
+            value = signals.features.get(name)
+            if value is not None:
+                total += weight * (value - mean) / scale
+        return logistic(total)
+
+
+def build_confidence_policy(name: str, parameters: Mapping[str, Any] | None = None) -> ConfidencePolicy:
+    """The named policy with its parameters (a fitted model's weights); unknown names raise ``KeyError``."""
+    policy = CONFIDENCE_POLICIES[name]
+    if not parameters:
+        return policy()
+    return policy(**{k: tuple(v) if isinstance(v, list) else v for k, v in parameters.items()})
+
+
 def _require_finite(**values: float) -> None:
     bad = [k for k, v in values.items() if not math.isfinite(v)]
     if bad:
@@ -218,4 +266,5 @@ def _require_finite(**values: float) -> None:
 CONFIDENCE_POLICIES: dict[str, type[ConfidencePolicy]] = {
     VerifierGatedPolicy.name: VerifierGatedPolicy,
     WeightedPolicy.name: WeightedPolicy,
+    FittedPolicy.name: FittedPolicy,
 }

@@ -23,14 +23,12 @@ from cluster.adapt import (
     format_adapt_result,
     replay_body,
     run_adapt,
-    set_route_adapter,
-    write_atomically,
-    write_route_adapter,
 )
 from cluster.adaptation.dataset import NotEnoughDataError
 from cluster.adaptation.success import answer_matches, tool_case
 from cluster.adaptation.train import TrainSettings, TrainSummary
 from cluster.config import ADAPTER_NAME_PATTERN, ConfigError, load_config
+from cluster.config_edit import set_route_fields, write_atomically, write_route_fields
 from cluster.recording import RecordedExample, RecordingStore
 from policies.promotion import HeldOutResult, decide_promotion
 
@@ -262,7 +260,7 @@ def test_promotion_sets_the_route_adapter_and_keeps_the_rest(tmp_path: Path) -> 
     data = config_data(tmp_path, valid_lora(tmp_path))
     config_path = write_config(tmp_path, data)
     before = config_path.read_text()
-    config = write_route_adapter(config_path, "tools", "tools-20261126t093000")
+    config = write_route_fields(config_path, "tools", {"adapter": "tools-20261126t093000"})
     assert config.route("tools").adapter == "tools-20261126t093000"
     assert config.route("default").adapter is None
     written = yaml.safe_load(config_path.read_text())
@@ -275,7 +273,7 @@ def test_promotion_sets_the_route_adapter_and_keeps_the_rest(tmp_path: Path) -> 
 
 def test_a_config_without_routes_gets_its_default_route_written_out() -> None:
     data = {"tiers": [{"name": "slm", "model": "m", "lora": {"adapter_dir": "/a"}}]}
-    assert set_route_adapter(data, "default", "default-20260101t000000") == {
+    assert set_route_fields(data, "default", {"adapter": "default-20260101t000000"}) == {
         **data, "routes": [{"name": "default", "adapter": "default-20260101t000000"}]}
     assert "routes" not in data  # the caller's data is not changed
 
@@ -284,7 +282,7 @@ def test_a_write_that_would_not_validate_leaves_the_file_alone(tmp_path: Path) -
     config_path = write_config(tmp_path, config_data(tmp_path, lora=None))  # the SLM cannot serve adapters
     before = config_path.read_bytes()
     with pytest.raises(ConfigError, match=r"routes.2.adapter|routes.tools.adapter"):
-        write_route_adapter(config_path, "tools", "tools-20261126t093000")
+        write_route_fields(config_path, "tools", {"adapter": "tools-20261126t093000"})
     assert config_path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cascade.yaml"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -174,3 +175,75 @@ def test_a_repair_of_an_empty_answer_does_not_crash() -> None:
     repaired = _repair_messages([{"role": "user", "content": "hi"}], {"role": "assistant", "content": None},
                                 [failed])
     assert repaired[1] == {"role": "assistant", "content": ""} and "not JSON" in repaired[2]["content"]
+
+
+# ---- grounding and the fitted confidence ------------------------------------------------------------------
+
+WEATHER_REQUEST = ChatRequest.model_validate({
+    "model": "cascade", "messages": [{"role": "user", "content": "What is the weather in Paris, in celsius?"}],
+    "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+        "required": ["city", "unit"]}}}],
+    "tool_choice": "required",
+})
+
+
+def city_call(city: str) -> ChatResult:
+    arguments = json.dumps({"city": city, "unit": "celsius"})
+    body = {
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {
+            "role": "assistant", "content": None,
+            "tool_calls": [{"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}]},
+            "logprobs": None}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 10},
+    }
+    return ChatResult(body=body, engine_s=0.01)
+
+
+def test_a_grounding_veto_repairs_with_the_unsupported_value_named() -> None:
+    slm = ScriptedTier("slm", city_call("Dijon"), city_call("Paris"))
+    result = run(CascadeRunner(RouteConfig(name="r", grounding="veto"), [tier(slm, 1.0)]), WEATHER_REQUEST)
+    report = result.report()
+    assert report["tiers_tried"] == ["slm", "slm"] and report["verified"]
+    assert report["attempts"][0]["reason"] == "verifier_failed"
+    assert '"Dijon" does not appear in the request' in slm.bodies[1]["messages"][-1]["content"]
+    assert report["features"]["grounding"] == 1.0 and report["verifier_scores"]["grounding"] == 1.0
+
+
+def test_an_ungrounded_answer_is_never_returned_as_verified_under_a_veto() -> None:
+    slm = ScriptedTier("slm", city_call("Dijon"), city_call("Lyon"))
+    llm = ScriptedTier("llm", city_call("Nice"), city_call("Nice"))
+    report = run(CascadeRunner(RouteConfig(name="r", grounding="veto"), [tier(slm, 1.0), tier(llm, 10.0)]),
+                 WEATHER_REQUEST).report()
+    assert report["tiers_tried"] == ["slm", "slm", "llm", "llm"]
+    assert not report["verified"] and report["stop_reason"] == "tiers_exhausted"
+
+
+def test_as_a_feature_grounding_feeds_the_fitted_confidence_without_gating() -> None:
+    model = {"features": ["grounding"], "weights": [4.0], "means": [0.75], "scales": [0.25], "bias": 0.0}
+    route = RouteConfig(name="r", grounding="feature", confidence_policy="fitted", confidence_model=model,
+                        threshold=0.5)
+    slm, llm = ScriptedTier("slm", city_call("Dijon")), ScriptedTier("llm", city_call("Paris"))
+    report = run(CascadeRunner(route, [tier(slm, 1.0), tier(llm, 10.0)]), WEATHER_REQUEST).report()
+    # grounding 0.5 -> logistic(4 * (0.5 - 0.75) / 0.25) = logistic(-4): low confidence, escalated, not repaired
+    assert report["attempts"][0]["reason"] == "low_confidence"
+    assert report["attempts"][0]["confidence"] == pytest.approx(0.018, abs=1e-3)
+    assert report["tiers_tried"] == ["slm", "llm"] and report["final_tier"] == "llm"
+    assert "grounding" not in report["verifier_scores"]
+
+
+def test_a_fitted_model_escalates_tool_calls_only_on_its_score() -> None:
+    """It was fitted on tool calls: free text and JSON answers on its route escalate on checks, not on it."""
+    model = {"features": ["mean_logprob"], "weights": [1.0], "means": [0.0], "scales": [1.0], "bias": -5.0}
+    route = RouteConfig(name="r", confidence_policy="fitted", confidence_model=model, threshold=0.9, grounding="veto")
+    free_text = ChatRequest.model_validate({"model": "cascade", "messages": [{"role": "user", "content": "Hi"}]})
+    slm, llm = ScriptedTier("slm", reply("Hello!")), ScriptedTier("llm")
+    report = run(CascadeRunner(route, [tier(slm, 1.0), tier(llm, 10.0)]), free_text).report()
+    assert report["tiers_tried"] == ["slm"] and report["confidence"] < 0.9
+    slm, llm = ScriptedTier("slm", reply('{"n": 8}')), ScriptedTier("llm")  # 8 is nowhere in "a number"
+    report = run(CascadeRunner(route, [tier(slm, 1.0), tier(llm, 10.0)])).report()
+    assert report["tiers_tried"] == ["slm"] and report["verified"], "a JSON answer is not vetoed for grounding"
+    assert report["features"]["grounding"] == 0.0
+    slm, llm = ScriptedTier("slm", city_call("Paris")), ScriptedTier("llm", city_call("Paris"))
+    report = run(CascadeRunner(route, [tier(slm, 1.0), tier(llm, 10.0)]), WEATHER_REQUEST).report()
+    assert report["tiers_tried"] == ["slm", "llm"] and report["escalation_reason"] == "low_confidence"

@@ -131,3 +131,48 @@ def test_chosen_point_is_on_curve_feasible_and_cheapest(outcomes, floor):
         rate, cps = _naive(outcomes, point.threshold)
         assert point.success_rate == pytest.approx(rate)
         assert point.cps_usd == pytest.approx(cps, rel=1e-9, abs=1e-12)
+
+
+# ---- certified thresholds --------------------------------------------------------------------------------
+
+
+def test_clopper_pearson_matches_the_closed_form_with_no_error():
+    from policies.calibration import accepted_needed, clopper_pearson_upper
+
+    assert clopper_pearson_upper(0, 22, 0.1) == pytest.approx(1 - 0.1 ** (1 / 22))
+    assert clopper_pearson_upper(3, 3, 0.1) == 1.0
+    assert accepted_needed(0.1, 0.1) == 22  # 21 error-free answers bound the error at 0.1036, 22 at 0.0994
+    assert clopper_pearson_upper(0, 21, 0.1) > 0.1 > clopper_pearson_upper(0, 22, 0.1)
+
+
+def test_the_certified_threshold_is_the_lowest_candidate_that_passes_at_delta_over_the_levels():
+    from policies.calibration import certify_threshold, clopper_pearson_upper
+
+    # 100 answers, confidence i/100; the top 50 all right, then one wrong in two
+    scored = [((100 - i) / 100, i < 50 or i % 2 == 0) for i in range(100)]
+    certificate = certify_threshold(scored, target_error=0.15, delta=0.1)
+    # candidates accept 10, 20, ..., 100 answers; at delta/10 = 0.01: 60 accepted with 5 wrong -> 0.18 > 0.15,
+    # 50 with none -> 0.088; so the lowest passing threshold accepts 50
+    assert (certificate.threshold, certificate.n_accepted, certificate.errors) == (0.51, 50, 0)
+    assert certificate.upper_bound == clopper_pearson_upper(0, 50, 0.01) and certificate.n_total == 100
+    assert clopper_pearson_upper(5, 60, 0.01) > 0.15
+
+
+def test_ties_are_accepted_together():
+    from policies.calibration import certify_threshold
+
+    scored = [(0.9, True)] * 60 + [(0.5, True)] * 20 + [(0.5, False)] * 20
+    certificate = certify_threshold(scored, target_error=0.1, delta=0.1)
+    assert certificate.threshold == 0.9 and certificate.n_accepted == 60  # 0.5 takes all forty, errors included
+
+
+@pytest.mark.parametrize(("scored", "message"), [
+    ([(0.9, True)] * 10, "label at least 34 more"),
+    ([(0.9, False)] * 60, "no threshold certifies"),
+])
+def test_too_little_evidence_says_how_much_more_is_needed(scored, message):
+    from policies.calibration import InsufficientDataError, certify_threshold
+
+    with pytest.raises(InsufficientDataError, match=message) as error:
+        certify_threshold(scored, target_error=0.1, delta=0.1)
+    assert error.value.needed == 44

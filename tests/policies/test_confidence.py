@@ -163,3 +163,31 @@ def test_every_policy_scores_any_logprobs_in_unit_interval(logprobs, tops, verdi
     policies = [cls() for cls in CONFIDENCE_POLICIES.values()] + [WeightedPolicy(*weights)]
     for policy in policies:
         assert 0.0 <= policy.score(signals) <= 1.0
+
+
+# ---- the fitted policy -----------------------------------------------------------------------------------
+
+
+def test_the_fitted_policy_is_a_standardised_logistic_and_a_missing_feature_sits_at_its_mean():
+    from policies.confidence import ConfidenceSignals, FittedPolicy, TokenUncertainty, build_confidence_policy
+
+    policy = build_confidence_policy("fitted", {"features": ["grounding", "value_min_logprob"], "weights": [2.0, 1.0],
+                                                "means": [0.5, -1.0], "scales": [0.25, 2.0], "bias": -1.0})
+    assert isinstance(policy, FittedPolicy)
+    both = ConfidenceSignals(TokenUncertainty(), (), {"grounding": 1.0, "value_min_logprob": 0.0})
+    assert policy.score(both) == pytest.approx(1 / (1 + math.exp(-(-1.0 + 2.0 * 2.0 + 1.0 * 0.5))))
+    only_grounding = ConfidenceSignals(TokenUncertainty(), (), {"grounding": 0.5})
+    assert policy.score(only_grounding) == pytest.approx(1 / (1 + math.exp(1.0)))
+
+
+@pytest.mark.parametrize("parameters", [
+    {"features": ["a"], "weights": [1.0, 2.0], "means": [0.0], "scales": [1.0]},
+    {"features": ["a"], "weights": [1.0], "means": [0.0], "scales": [0.0]},
+    {"features": ["a", "a"], "weights": [1.0, 1.0], "means": [0.0, 0.0], "scales": [1.0, 1.0]},
+    {"features": ["a"], "weights": [float("nan")], "means": [0.0], "scales": [1.0]},
+])
+def test_a_malformed_fitted_model_is_refused(parameters):
+    from policies.confidence import build_confidence_policy
+
+    with pytest.raises(ValueError):
+        build_confidence_policy("fitted", parameters)
