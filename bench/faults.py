@@ -21,11 +21,13 @@ from typing import Any
 from bench.closed_loop import ClosedLoop, RequestRecord, p95_ms
 from cluster.fault_injection import Replica, replacement, replica_processes, running_replicas
 
-# The fixed load: one forced tool call the SLM answers verified in about a second on a CPU. Its deadline is
-# below the client's timeout, so a request the cluster cannot serve in time gets a 504, never silence.
+# The fixed load: one forced tool call the SLM answers right, grounded and above the default route's threshold
+# in about a second on a CPU ("What is 2 plus 3?" it answers add(1, 2), which the grounding veto escalates).
+# Its deadline is below the client's timeout, so a request the cluster cannot serve in time gets a 504, never
+# silence.
 LOAD_BODY: dict[str, Any] = {
     "model": "cascade",
-    "messages": [{"role": "user", "content": "What is 2 plus 3?"}],
+    "messages": [{"role": "user", "content": "Add 2 and 3."}],
     "tools": [{"type": "function", "function": {"name": "add", "description": "Add two integers.", "parameters": {
         "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
         "required": ["a", "b"], "additionalProperties": False}}}],

@@ -271,7 +271,7 @@ class CascadeRunner:
                 cost = attempt_cost(tier.price, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
                 # The judge reads the client's conversation, not a repair turn.
                 verdicts = await self._verify({**body, "messages": original_messages}, result, verifiers)
-                report = None if grounding is None else grounding.report(_candidate(result))
+                report = _grounding_report(grounding, result)
                 signals = _signals(result, verdicts, report)
                 confidence, features = self.confidence.score(signals), dict(signals.features)
                 span.set_attributes({
@@ -329,6 +329,17 @@ class CascadeRunner:
         usage = (result.body.get("usage") if result is not None else None) or {}
         tokens_in, tokens_out = usage.get("prompt_tokens", 0), max(usage.get("completion_tokens", 0), 1)
         return [attempt_cost(t.price, tokens_in, tokens_out) for t in self.tiers]
+
+
+def _grounding_report(grounding: GroundingVerifier | None, result: ChatResult) -> GroundingReport | None:
+    """The answer's grounding for the confidence features; a crash means no grounding features, never a 500
+    (as a veto the same check runs through ``safe_verify``)."""
+    if grounding is None:
+        return None
+    try:
+        return grounding.report(_candidate(result))
+    except Exception:  # noqa: BLE001 - a feature we cannot compute is left out, by design
+        return None
 
 
 def _candidate(result: ChatResult) -> Candidate:

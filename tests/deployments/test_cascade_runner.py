@@ -247,3 +247,16 @@ def test_a_fitted_model_escalates_tool_calls_only_on_its_score() -> None:
     slm, llm = ScriptedTier("slm", city_call("Paris")), ScriptedTier("llm", city_call("Paris"))
     report = run(CascadeRunner(route, [tier(slm, 1.0), tier(llm, 10.0)]), WEATHER_REQUEST).report()
     assert report["tiers_tried"] == ["slm", "llm"] and report["escalation_reason"] == "low_confidence"
+
+
+def test_a_grounding_crash_leaves_the_features_out_and_never_fails_the_request(monkeypatch) -> None:
+    from policies.grounding import GroundingVerifier
+
+    def crash(*_: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(GroundingVerifier, "report", crash)
+    slm = ScriptedTier("slm", city_call("Paris"))
+    report = run(CascadeRunner(RouteConfig(name="r", grounding="veto"), [tier(slm, 1.0)]), WEATHER_REQUEST).report()
+    assert "grounding" not in report["features"] and report["verifier_scores"]["grounding"] is None
+    assert report["stop_reason"] == "tiers_exhausted" and not report["verified"], "unverified, never accepted"
