@@ -32,7 +32,7 @@ def test_value_spans_are_the_leaf_values_and_mark_the_function_name():
     assert [s.is_name for s in spans] == [True, False, False, False, False]
 
 
-@pytest.mark.parametrize("text", ['{"a": "cut sho', "plain text", '{"a" 1}', ""])
+@pytest.mark.parametrize("text", ['{"a": "cut sho', "plain text", '{"a" 1}', "", "[" * 5000 + "]" * 5000])
 def test_no_spans_for_text_that_is_not_json(text: str):
     assert value_spans(text) == []
 
