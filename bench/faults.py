@@ -100,8 +100,8 @@ async def run_fault(
     headers: Mapping[str, str] | None = None,
     on_progress: Callable[[str], None] = lambda _: None,
 ) -> FaultRun:
-    """Load, fault at `before_s`, keep loading until the tier serves again and its replica is replaced, plus
-    `after_s`, or the deadline."""
+    """Load, fault at `before_s` (or once the tier has answered, if later), keep loading until the tier serves
+    again and its replica is replaced, plus `after_s`, or the deadline."""
     run = FaultRun(fault=fault, tier=tier, concurrency=concurrency)
 
     def on_record(record: RequestRecord) -> None:
@@ -118,6 +118,8 @@ async def run_fault(
 
     async def conductor() -> None:
         await asyncio.sleep(before_s)
+        while not any(r.final_tier == tier for r in load.records) and time.monotonic() < deadline:
+            await asyncio.sleep(1.0)  # a cold cluster answers its first requests late: fault a tier that serves
         replicas_before = await asyncio.to_thread(replica_processes, app, deployment)
         running_before = await asyncio.to_thread(running_replicas, app, deployment)
         victim = await asyncio.to_thread(inject)
