@@ -17,7 +17,6 @@ categories, a fixed quarter of their cases held out), and then, on the evaluatio
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 from bench.features import annotate_records
 from bench.report import load_records
 from bench.routing_quality import routing_quality
+from bench.simulated_llm import answers_right
 from cluster.confidence_fit import FitResult, LabelledAnswer, fit_confidence, read_labelled, score_answers, scores_of
 from policies.answer_features import FEATURE_GROUPS, FEATURES
 from policies.calibration import LabelledOutcome
@@ -52,7 +52,7 @@ class SimulatedFallback:
         self.accuracy, self.price, self.seed = accuracy, price, seed
 
     def outcome(self, record: dict[str, Any]) -> tuple[bool, float]:
-        right = random.Random(f"{self.seed}:{record['case_id']}").random() < self.accuracy
+        right = answers_right(record["case_id"], self.accuracy, self.seed)
         return right, attempt_cost(self.price, record.get("tokens_in", 0), max(record.get("tokens_out", 0), 1))
 
 
@@ -153,10 +153,10 @@ def run_study(train: Sequence[str | Path], evaluate: Sequence[str | Path], out_d
 
 def _markdown(report: dict[str, Any]) -> str:
     lines = ["# Confidence: fitted on training categories, measured on others", "",
-             f"Training: {', '.join(report['training']['categories'])} ({report['training']['answers']} SLM answers);"
-             f" held-out AUROC within training {report['training']['held_out_auroc']:.3f}.", "",
-             "| category | n | right | AUROC fitted | AUROC served before | logprobs only | verifiers only | "
-             "grounding only | grounding precision | right answers flagged |", "|---" * 10 + "|"]
+             (f"Training: {', '.join(report['training']['categories'])} ({report['training']['answers']} SLM answers);"
+             f" held-out AUROC within training {report['training']['held_out_auroc']:.3f}."), "",
+             ("| category | n | right | AUROC fitted | AUROC served before | logprobs only | verifiers only | "
+             "grounding only | grounding precision | right answers flagged |"), "|---" * 10 + "|"]
     for category, entry in report["categories"].items():
         a, g = entry["auroc"], entry["grounding"]
         lines.append(f"| {category} | {entry['n']} | {entry['right']} | {_f(a['fitted'])} | {_f(a['served (before)'])}"
@@ -168,8 +168,8 @@ def _markdown(report: dict[str, Any]) -> str:
         if not rows:
             continue
         lines += ["", f"Routing with {title}:", "",
-                  "| category | SLM | fallback | oracle | best cascade (escalating) | APGR (perfect ranking) | "
-                  "escalated for 50% / 80% of gap | CPS at 0.95x fallback / oracle's | / fallback's |",
+                  ("| category | SLM | fallback | oracle | best cascade (escalating) | APGR (perfect ranking) | "
+                  "escalated for 50% / 80% of gap | CPS at 0.95x fallback / oracle's | / fallback's |"),
                   "|---" * 9 + "|"]
         for category, q in rows:
             at = q["cascade_at_target"] or {}

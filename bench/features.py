@@ -18,7 +18,7 @@ from bench.runner import RECORDS_FILE
 from cluster.config_edit import write_atomically
 from policies.answer_features import answer_features
 from policies.grounding import GroundingVerifier
-from policies.verifiers import Candidate, ToolCall, ToolCallVerifier, safe_verify
+from policies.verifiers import Candidate, ToolCallVerifier, safe_verify
 
 __all__ = ["annotate_records", "record_features"]
 
@@ -28,11 +28,7 @@ def record_features(record: Mapping[str, Any], case: Case) -> dict[str, float] |
     message = record.get("message")
     if not isinstance(message, Mapping):
         return None
-    candidate = Candidate(
-        text=message.get("content") or "",
-        tool_calls=tuple(ToolCall(c["function"]["name"], c["function"].get("arguments") or "")
-                         for c in message.get("tool_calls") or ()),
-    )
+    candidate = Candidate.from_message(message)
     verdicts = [safe_verify(ToolCallVerifier(case.tools, require_call=case.expects_calls), candidate)]
     grounding = GroundingVerifier(case.messages, case.tools).report(candidate)
     usage = {"prompt_tokens": record.get("tokens_in"), "completion_tokens": record.get("tokens_out")}

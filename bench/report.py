@@ -106,25 +106,25 @@ def _markdown(report: dict[str, Any]) -> str:
         cells = ["-" if figures[k] is None else fmt.format(figures[k]) for k, fmt in columns]
         name = f"{label} (simulated)" if figures["simulated"] else label
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "CPS: all spend (failed and escalated attempts included) over successful tasks, USD. Energy: "
+    lines += ["", ("CPS: all spend (failed and escalated attempts included) over successful tasks, USD. Energy: "
               "the gateway's per-route figure and its source label (`model` = modelled, watts x engine time; "
-              "never measured unless labelled `nvml`/`rapl`); see `energy_origin` in report.json.",
+              "never measured unless labelled `nvml`/`rapl`); see `energy_origin` in report.json."),
               "Rows marked (simulated) involved a simulated LLM tier: their accuracy, latency and cost are simulated."]
     sweep = report.get("threshold_sweep")
     if sweep and "best" in sweep:
         best = sweep["best"]
-        lines += ["", f"Threshold sweep ({sweep['slm']} vs {sweep['llm']}, {sweep['n']} cases): calibrated threshold "
+        lines += ["", (f"Threshold sweep ({sweep['slm']} vs {sweep['llm']}, {sweep['n']} cases): calibrated threshold "
                   f"{best['threshold']:.3f}, success {best['success_rate']:.1%}, CPS {best['cps_usd']}, "
-                  f"accepted on the SLM {best['accepted_fraction']:.1%}."]
+                  f"accepted on the SLM {best['accepted_fraction']:.1%}.")]
     elif sweep:
         lines += ["", f"Threshold sweep: {sweep['error']}"]
     routing = report.get("routing")
     if routing:
-        lines += ["", f"Routing ({routing['n']} cases answered by both slm-only and llm-only; the SLM's served "
+        lines += ["", (f"Routing ({routing['n']} cases answered by both slm-only and llm-only; the SLM's served "
                   f"confidence): AUROC {_maybe(routing['auroc'])}, SLM {routing['slm_success_rate']:.1%}, fallback "
                   f"{routing['fallback_success_rate']:.1%}, oracle cascade {routing['oracle_success_rate']:.1%}, "
                   f"APGR {_maybe(routing['apgr'])}, CPS at {routing['target_success_rate']:.1%} success / oracle's "
-                  f"{_maybe(routing['cps_ratio_to_oracle'])}."]
+                  f"{_maybe(routing['cps_ratio_to_oracle'])}.")]
     lines += ["", *[f"![{p}]({p})" for p in report["plots"]]]
     return "\n".join(lines) + "\n"
 

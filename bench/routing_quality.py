@@ -40,20 +40,12 @@ class OperatingPoint:
 
 
 def auroc(confidence: Sequence[float], right: Sequence[bool]) -> float | None:
-    """Probability that a right answer outranks a wrong one (ties count half); None without both kinds."""
-    scores, labels = np.asarray(confidence, dtype=float), np.asarray(right, dtype=bool)
-    positives, negatives = int(labels.sum()), int((~labels).sum())
-    if not positives or not negatives:
+    """Probability that a right answer outranks a wrong one (scikit-learn's); None without both kinds."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(set(right)) < 2:
         return None
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    start = 0
-    for end in range(1, len(scores) + 1):  # average ranks over ties
-        if end == len(scores) or sorted_scores[end] != sorted_scores[start]:
-            ranks[order[start:end]] = (start + end + 1) / 2
-            start = end
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+    return float(roc_auc_score(right, confidence))
 
 
 def operating_points(outcomes: Sequence[LabelledOutcome]) -> list[OperatingPoint]:

@@ -30,10 +30,16 @@ from bench.runner import SIMULATED_FINGERPRINT
 from bench.scorer import Call, score_case
 from policies.verifiers import Candidate, ToolCall, ToolCallVerifier
 
-__all__ = ["SimulatedLLM", "build_app", "serve", "wrong_answer"]
+__all__ = ["SimulatedLLM", "answers_right", "build_app", "serve", "wrong_answer"]
 
 CHARS_PER_TOKEN = 4
 NO_CALL_TEXT = "None of the available functions fits this request."
+
+
+def answers_right(case_id: str, accuracy: float, seed: int = 0) -> bool:
+    """Whether the simulated LLM answers a case right: decided once per case from the seed, so the same request
+    always gets the same answer (and an offline replay gets the one the server would give)."""
+    return random.Random(f"{seed}:{case_id}").random() < accuracy
 
 
 def _example(schema: dict[str, Any]) -> Any:
@@ -156,8 +162,7 @@ class SimulatedLLM:
         return None
 
     def correct(self, case: Case) -> bool:
-        """Decided once per case: the same request always gets the same answer."""
-        return random.Random(f"{self.seed}:{case.id}").random() < self.accuracy
+        return answers_right(case.id, self.accuracy, self.seed)
 
     def latency_s(self) -> float:
         return self.latency_median_ms * math.exp(self.latency_sigma * self._latency_rng.gauss(0, 1)) / 1000

@@ -13,11 +13,10 @@ success is at least the better single tier's. The evaluation categories are neve
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
 from bench.report import load_records
-from cluster.confidence_fit import LabelledAnswer, fit_confidence, read_labelled, score_answers
+from cluster.confidence_fit import LabelledAnswer, case_bucket, fit_confidence, read_labelled, score_answers
 from policies.calibration import LabelledOutcome, calibrate
 
 FOLDS = 5
@@ -27,7 +26,7 @@ def out_of_fold_scores(answers: list[LabelledAnswer]) -> dict[str, float]:
     scores: dict[str, float] = {}
     for fold in range(FOLDS):
         def in_fold(answer: LabelledAnswer, fold: int = fold) -> bool:
-            return int(hashlib.sha256(answer.case_id.encode()).hexdigest(), 16) % FOLDS == fold
+            return case_bucket(answer.case_id, FOLDS) == fold
 
         marked = [LabelledAnswer(a.case_id, "held-out-fold" if in_fold(a) else a.category, a.features, a.success)
                   for a in answers]

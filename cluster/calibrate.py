@@ -112,8 +112,8 @@ def _as_table(result: CalibrationResult, source: str, n: int, floor: float) -> s
     best = result.best
     lines = [
         f"{n} labelled outcomes from {source}; success-rate floor {floor:.4f}",
-        f"chosen threshold {best.threshold:.4f}: success rate {best.success_rate:.4f}, "
-        f"CPS ${_cps(best.cps_usd)}, SLM answers {best.accepted_fraction:.1%}",
+        (f"chosen threshold {best.threshold:.4f}: success rate {best.success_rate:.4f}, "
+        f"CPS ${_cps(best.cps_usd)}, SLM answers {best.accepted_fraction:.1%}"),
         "",
         f"  {'threshold':>9}  {'success_rate':>12}  {'cps_usd':>12}  {'accepted':>8}",
     ]
@@ -204,8 +204,8 @@ def _scored(policy: Any, answers: Sequence[LabelledAnswer]) -> list[tuple[float,
 
 
 def _fit_lines(result: FitResult) -> list[str]:
-    lines = [f"fitted on {result.train.n} answers ({result.train.right} right); held out {result.held_out.n} "
-             f"({result.held_out.right} right), never fitted on:"]
+    lines = [(f"fitted on {result.train.n} answers ({result.train.right} right); held out {result.held_out.n} "
+             f"({result.held_out.right} right), never fitted on:")]
     rows = [("fitted, held out", result.held_out), ("fitted, training", result.train)]
     if result.served_before is not None:
         rows.append(("served before, held out", result.served_before))

@@ -26,7 +26,8 @@ import numpy as np
 from policies.answer_features import FEATURES
 from policies.confidence import ConfidenceSignals, FittedPolicy, TokenUncertainty
 
-__all__ = ["FitError", "FitResult", "LabelledAnswer", "Scores", "fit_confidence", "held_out", "read_labelled",
+__all__ = ["FitError", "FitResult", "LabelledAnswer", "Scores", "case_bucket", "fit_confidence", "held_out",
+           "read_labelled",
            "score_answers", "scores_of"]
 
 MIN_TRAIN_PER_CLASS = 5
@@ -126,12 +127,18 @@ def _json_lines(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
         yield number, row
 
 
+def case_bucket(case_id: str, buckets: int) -> int:
+    """A case's bucket out of ``buckets``, from a hash of its id: the same case lands in the same split on
+    every run and every machine."""
+    return int(hashlib.sha256(case_id.encode()).hexdigest(), 16) % buckets
+
+
 def held_out(answer: LabelledAnswer, categories: frozenset[str]) -> bool:
     """Whether an answer is in the evaluation split: its category is named, or (none named) its case id
     falls in the held-out hash bucket."""
     if categories:
         return answer.category in categories
-    return int(hashlib.sha256(answer.case_id.encode()).hexdigest(), 16) % HELD_OUT_BUCKETS == 0
+    return case_bucket(answer.case_id, HELD_OUT_BUCKETS) == 0
 
 
 def fit_confidence(answers: Sequence[LabelledAnswer], holdout_categories: Iterable[str] = (),

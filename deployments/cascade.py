@@ -18,12 +18,11 @@ from opentelemetry import trace
 
 from cluster.config import RouteConfig
 from cluster.telemetry import semconv
-from deployments.judge import candidate_from_message
 from deployments.protocol import ChatRequest, GatewayError
 from deployments.tool_choice import forced_tools
 from deployments.vllm_engine import ChatResult
-from policies.answer_features import answer_features, decision_top_logprobs
-from policies.confidence import ConfidenceSignals, build_confidence_policy, token_uncertainty
+from policies.answer_features import answer_features
+from policies.confidence import ConfidenceSignals, TokenUncertainty, build_confidence_policy
 from policies.cost import TierPrice, attempt_cost
 from policies.escalation import (
     Action,
@@ -127,8 +126,7 @@ class CascadeResult:
 
 def grounding_verifier(request: ChatRequest) -> GroundingVerifier:
     """The grounding check of a request's answers: against its conversation, its tools or response schema."""
-    return GroundingVerifier(request.messages, [t.model_dump(mode="json") for t in request.tools or []],
-                             request.response_schema)
+    return GroundingVerifier(request.messages, request.tool_definitions, request.response_schema)
 
 
 def local_verifiers(request: ChatRequest) -> list[Verifier]:
@@ -139,16 +137,16 @@ def local_verifiers(request: ChatRequest) -> list[Verifier]:
     elif request.response_format is not None and request.response_format.type == "json_object":
         verifiers.append(SchemaVerifier({"type": "object"}))
     if request.tools:
-        tools = [t.model_dump(mode="json") for t in request.tools]
-        verifiers.append(ToolCallVerifier(tools, require_call=forced_tools(request.tier_body("")) is not None))
+        verifiers.append(ToolCallVerifier(request.tool_definitions,
+                                          require_call=forced_tools(request.tier_body("")) is not None))
     return verifiers
 
 
 def _signals(result: ChatResult, verdicts: Sequence[Verdict], grounding: GroundingReport | None) -> ConfidenceSignals:
     """What the confidence policy scores: token uncertainty, the verdicts and the answer's named features."""
     tokens = ((result.body["choices"][0].get("logprobs") or {}).get("content")) or []
-    uncertainty = token_uncertainty([t["logprob"] for t in tokens], decision_top_logprobs(tokens) or None)
     features = answer_features(tokens, verdicts, grounding, usage=result.body.get("usage"))
+    uncertainty = TokenUncertainty(*(features.get(n) for n in ("mean_logprob", "min_logprob", "decision_entropy")))
     return ConfidenceSignals(uncertainty, tuple(verdicts), features)
 
 
@@ -197,7 +195,7 @@ class CascadeRunner:
         prompt_chars = sum(len(str(m.get("content") or "")) for m in request.messages)
         features = request_features(
             prompt_chars // CHARS_PER_TOKEN,
-            [t.model_dump(mode="json") for t in request.tools or []],
+            request.tool_definitions,
             request.response_schema,
         )
         available = [i for i, t in enumerate(self.tiers) if t.cooldown.available(self.clock())]
@@ -343,7 +341,7 @@ def _grounding_report(grounding: GroundingVerifier | None, result: ChatResult) -
 
 
 def _candidate(result: ChatResult) -> Candidate:
-    return candidate_from_message(result.body["choices"][0]["message"])
+    return Candidate.from_message(result.body["choices"][0]["message"])
 
 
 def _verdict_attributes(verdicts: Sequence[Verdict]) -> dict[str, Any]:

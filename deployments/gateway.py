@@ -20,8 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from ray import serve
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster.config import (
     ADAPTER_NAME_PATTERN,
@@ -40,12 +40,12 @@ from cluster.telemetry.accounting import UnknownRequestError
 from cluster.telemetry.metrics import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from cluster.telemetry.service import GatewayTelemetry
 from cluster.telemetry.tracing import extract_context, record_content
+from deployments.adapters import available_adapters
 from deployments.cascade import Attempt, CascadeResult, CascadeRunner, Tier
 from deployments.judge import JudgeClient
 from deployments.openapi import FEEDBACK_SCHEMA, chat_request_schema, json_body
 from deployments.protocol import ChatRequest, GatewayError, NamedToolChoice
 from deployments.remote_tier import RemoteTierClient
-from deployments.adapters import available_adapters
 from deployments.tier_client import AdapterClient, TierClient
 from deployments.tool_execution import ToolExecutor
 from deployments.vllm_engine import completion_as_sse
@@ -367,9 +367,9 @@ class Gateway:
     def _one_tier_route(self, tier: str) -> RouteConfig:
         """A tier alone. Its answers are scored as the default route scores them when that route starts on it:
         the confidence a client (or `cascade bench`) sees for the tier is then the one the cascade would act on."""
-        default = next((r for r in self.config.routes if r.name == DEFAULT_ROUTE), None)
+        default = self.config.route(DEFAULT_ROUTE)  # the config requires it
         scoring: dict[str, Any] = {}
-        if default is not None and self.config.route_tiers(default)[:1] == [tier]:
+        if self.config.route_tiers(default)[:1] == [tier]:
             scoring = {"confidence_policy": default.confidence_policy, "confidence_model": default.confidence_model}
         return RouteConfig(name=tier, tiers=[tier], max_repairs=0, **scoring)
 

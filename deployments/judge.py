@@ -18,7 +18,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from cluster.config import JudgeConfig
-from policies.verifiers import Candidate, ToolCall, Verdict
+from policies.verifiers import Candidate, Verdict
 
 JUDGE_PROMPT = (
     "Request:\n{request}\n\nAnswer:\n{answer}\n\n"
@@ -41,14 +41,6 @@ def candidate_key(candidate: Candidate) -> str:
         return json.dumps(json.loads(candidate.text), sort_keys=True)
     except json.JSONDecodeError:
         return " ".join(candidate.text.split()).lower()
-
-
-def candidate_from_message(message: dict[str, Any]) -> Candidate:
-    calls = tuple(
-        ToolCall(call["function"]["name"], call["function"].get("arguments") or "")
-        for call in message.get("tool_calls") or ()
-    )
-    return Candidate(text=message.get("content") or "", tool_calls=calls)
 
 
 def _last_user_message(body: dict[str, Any]) -> str:
@@ -94,7 +86,7 @@ class JudgeVerifier:
         results = await asyncio.gather(*(self.tier.chat.remote(sample_body) for _ in range(self.config.samples)))
         wanted = candidate_key(candidate)
         keys = [
-            candidate_key(candidate_from_message(result.body["choices"][0]["message"]))
+            candidate_key(Candidate.from_message(result.body["choices"][0]["message"]))
             for result in results
             if not result.is_error
         ]

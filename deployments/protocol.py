@@ -6,6 +6,7 @@ tier, where vLLM's own protocol validates it. That keeps the gateway a router, n
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -135,6 +136,11 @@ class ChatRequest(BaseModel):
             if message.get("role") not in MESSAGE_ROLES:
                 raise ValueError(f"messages[{index}].role must be one of {', '.join(MESSAGE_ROLES)}")
         return messages
+
+    @functools.cached_property
+    def tool_definitions(self) -> list[dict[str, Any]]:
+        """`tools` as plain JSON, dumped once: the verifiers, grounding and pre-routing each read them."""
+        return [tool.model_dump(mode="json") for tool in self.tools or []]
 
     @property
     def response_schema(self) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from policies.grounding import GroundingReport
 from policies.value_tokens import value_token_features
 from policies.verifiers import Verdict
 
-__all__ = ["FEATURES", "FEATURE_GROUPS", "answer_features", "decision_top_logprobs"]
+__all__ = ["FEATURES", "FEATURE_GROUPS", "answer_features"]
 
 # Groups for the ablation the benchmark prints; every feature belongs to exactly one.
 FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
@@ -25,13 +25,12 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
                  "value_min_margin", "value_mean_margin", "name_min_logprob"),
     "verifiers": ("verifier", "value_count"),
     "grounding": ("grounding", "grounding_min", "duplicate_calls"),
-    "agreement": ("agreement",),
     "size": ("prompt_tokens_log", "answer_tokens_log"),
 }
 FEATURES: tuple[str, ...] = tuple(name for group in FEATURE_GROUPS.values() for name in group)
 
 
-def decision_top_logprobs(tokens: Sequence[Mapping[str, Any]]) -> list[list[float]]:
+def _decision_top_logprobs(tokens: Sequence[Mapping[str, Any]]) -> list[list[float]]:
     """Top-k logprobs at decision tokens (those carrying letters or digits), for the decision entropy."""
     return [
         [float(alt["logprob"]) for alt in token.get("top_logprobs") or []]
@@ -44,18 +43,16 @@ def answer_features(
     tokens: Sequence[Mapping[str, Any]] | None,
     verdicts: Sequence[Verdict],
     grounding: GroundingReport | None = None,
-    agreement: float | None = None,
     usage: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     """Features of an answer from its tokens (OpenAI ``logprobs.content``), the form verifiers' verdicts, its
-    grounding report, when samples were drawn the share of them that agree with it, and its size (OpenAI
-    ``usage``: a small model errs more on long prompts and long answers)."""
+    grounding report and its size (OpenAI ``usage``: a small model errs more on long prompts and long answers)."""
     features: dict[str, float] = {}
     for name, key in (("prompt_tokens_log", "prompt_tokens"), ("answer_tokens_log", "completion_tokens")):
         if usage and isinstance(usage.get(key), int) and usage[key] >= 0:
             features[name] = math.log1p(usage[key])
     if tokens:
-        overall = token_uncertainty([float(t["logprob"]) for t in tokens], decision_top_logprobs(tokens) or None)
+        overall = token_uncertainty([float(t["logprob"]) for t in tokens], _decision_top_logprobs(tokens) or None)
         values = value_token_features(tokens)
         candidates = {
             "mean_logprob": overall.mean_logprob,
@@ -76,6 +73,4 @@ def answer_features(
         features["grounding_min"] = grounding.min_support
         features["duplicate_calls"] = float(grounding.duplicate_calls)
         features["value_count"] = math.log1p(len(grounding.supports))
-    if agreement is not None:
-        features["agreement"] = agreement
     return features

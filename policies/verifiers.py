@@ -91,6 +91,13 @@ class Candidate:
     text: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
 
+    @classmethod
+    def from_message(cls, message: Mapping[str, Any]) -> Candidate:
+        """The candidate of an OpenAI assistant message (`content`, `tool_calls`)."""
+        calls = tuple(ToolCall(c["function"]["name"], c["function"].get("arguments") or "")
+                      for c in message.get("tool_calls") or ())
+        return cls(text=message.get("content") or "", tool_calls=calls)
+
 
 class Verifier(ABC):
     """A deterministic check of one aspect of an answer. Built once per request from its spec."""

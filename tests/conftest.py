@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import settings
-
 from auth_keys import ADMIN_KEY, PEER_KEY, auth_config
 from cluster_state import CLUSTER_CONFIG_NAME, cluster_state_dir
+from hypothesis import settings
 from lora_adapters import make_random_adapter
-from cluster.client_auth import API_KEY_ENV
 from otlp_receiver import OtlpReceiver
+
+from cluster.client_auth import API_KEY_ENV
 
 # Property tests draw the same examples on every run and every machine (no example database carried between
 # runs): a test that passes once passes in CI, and one that fails, fails for everyone.

@@ -7,7 +7,6 @@ import json
 import httpx
 import jsonschema
 import pytest
-
 from auth_keys import ADMIN_HEADERS
 
 PERSON = {

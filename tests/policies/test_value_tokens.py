@@ -69,7 +69,7 @@ def test_no_logprobs_or_no_json_gives_no_value_features():
 def test_answer_features_name_every_group_and_leave_out_what_does_not_apply():
     grounding = GroundingReport(0.5, (1.0, 0.0), 0, ("x",))
     features = answer_features(ANSWER, [Verdict("tool_calls", 1.0, True), Verdict("grounding", 0.5, False)],
-                               grounding, agreement=0.75)
+                               grounding)
     assert set(features) == set(FEATURES) - set(FEATURE_GROUPS["size"])
     assert sum(map(len, FEATURE_GROUPS.values())) == len(FEATURES)
     assert features["verifier"] == 1.0  # the grounding verdict is its own feature, not a form verifier's
