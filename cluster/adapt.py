@@ -22,7 +22,13 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from cluster.adaptation.dataset import TrainingPair, build_pairs, require_minimum, split_held_out
+from cluster.adaptation.dataset import (
+    MINIMUM_HELD_OUT,
+    TrainingPair,
+    build_pairs,
+    require_minimum,
+    split_held_out,
+)
 from cluster.adaptation.success import answer_matches
 from cluster.adaptation.train import TrainSettings, TrainSummary, train_lora
 from cluster.client_auth import API_KEY_ENV, auth_headers
@@ -119,10 +125,10 @@ def _split(examples: Sequence[RecordedExample], describe_tools: bool, fraction: 
     """Training pairs and held-out examples (whole examples, so their requests can be replayed)."""
     pairs = build_pairs(examples, describe_tools=describe_tools)
     usable = {pair.id for pair in pairs.pairs}
-    train, held_out = split_held_out(examples, fraction)
+    train, held_out = split_held_out([example for example in examples if example.id in usable], fraction,
+                                     minimum=MINIMUM_HELD_OUT)
     train_ids = {example.id for example in train}
-    return _Split(train=[pair for pair in pairs.pairs if pair.id in train_ids],
-                  held_out=[example for example in held_out if example.id in usable],
+    return _Split(train=[pair for pair in pairs.pairs if pair.id in train_ids], held_out=held_out,
                   recorded=len(examples), skipped=pairs.skipped_free_text + pairs.skipped_invalid)
 
 

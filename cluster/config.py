@@ -396,6 +396,10 @@ class CascadeConfig(StrictModel):
         return [tier for tier in self.tiers if isinstance(tier, TierConfig)]
 
     @property
+    def remote_tiers(self) -> list[RemoteTierConfig]:
+        return [tier for tier in self.tiers if isinstance(tier, RemoteTierConfig)]
+
+    @property
     def deployment_options(self) -> dict[str, DeploymentOptions]:
         """Placement and scaling of every Serve deployment the config makes, by deployment name."""
         options = {GATEWAY_DEPLOYMENT: self.gateway.deployment}

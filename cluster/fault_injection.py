@@ -13,6 +13,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,25 +68,42 @@ def kill_replica(app: str, deployment: str) -> Replica:
     return victims[0]
 
 
-def kill_engine(app: str, deployment: str) -> Replica:
+def kill_engine(app: str, deployment: str, *, wait_s: float = 60.0) -> Replica:
     """SIGKILL the vLLM engine-core process of one replica, leaving the replica process alive.
 
-    The replica's next health check finds the engine dead, and Serve replaces the replica.
+    The replica's next health check finds the engine dead, and Serve replaces the replica. The oldest replica
+    that has an engine is chosen; a replica can be briefly without one (its engine still spawning, or the
+    process of one just replaced still exiting), so the choice is retried for up to `wait_s` before giving up.
     """
-    hosts = replica_processes(app, deployment)
-    if not hosts:
-        raise FaultInjectionError(f"no process titled {replica_title(app, deployment)!r} on this machine")
-    host = hosts[0]
+    deadline = time.monotonic() + wait_s
+    while True:
+        hosts = replica_processes(app, deployment)
+        if not hosts:
+            raise FaultInjectionError(f"no process titled {replica_title(app, deployment)!r} on this machine")
+        for host in hosts:
+            if engines := _engine_processes(host.pid):
+                for engine in engines:
+                    _kill(engine.pid)
+                return host
+        if time.monotonic() >= deadline:
+            found = "; ".join(f"pid {host.pid}: {_child_titles(host.pid)}" for host in hosts)
+            raise FaultInjectionError(f"no replica of {deployment} has a {ENGINE_PROCESS_PREFIX} process ({found})")
+        time.sleep(1.0)
+
+
+def _engine_processes(pid: int) -> list[psutil.Process]:
     try:
-        children = psutil.Process(host.pid).children(recursive=True)
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    return [child for child in children if _title(child).startswith(ENGINE_PROCESS_PREFIX)]
+
+
+def _child_titles(pid: int) -> list[str]:
+    try:
+        return [_title(child) for child in psutil.Process(pid).children(recursive=True)]
     except psutil.Error as error:
-        raise FaultInjectionError(f"cannot list the processes of replica pid {host.pid}: {error}") from None
-    engines = [child for child in children if _title(child).startswith(ENGINE_PROCESS_PREFIX)]
-    if not engines:
-        raise FaultInjectionError(f"replica pid {host.pid} has no {ENGINE_PROCESS_PREFIX} process")
-    for engine in engines:
-        _kill(engine.pid)
-    return host
+        return [f"unreadable: {error}"]
 
 
 def replacement(app: str, deployment: str, before: Sequence[Replica], running_before: int) -> Replica | None:

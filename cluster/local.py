@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,16 @@ def start_ray_head(config: CascadeConfig, multinode: bool) -> None:
     result = _ray_cli(*head_args, env=env)
     if result.returncode != 0:
         raise ClusterError(f"`ray start --head` failed:\n{result.stderr[-2000:]}")
+
+
+def check_remote_keys(config: CascadeConfig, environ: Mapping[str, str]) -> None:
+    """Refuse a config whose remote tier names an API-key variable this environment lacks, by the variable's
+    name, before anything starts: the gateway replicas inherit this environment through the Ray head."""
+    missing = [(tier.name, tier.api_key_env) for tier in config.remote_tiers
+               if tier.api_key_env is not None and not environ.get(tier.api_key_env)]
+    if missing:
+        names = "; ".join(f"tier {tier!r} reads its API key from {variable}" for tier, variable in missing)
+        raise ClusterError(f"{names}, which is not set here: export it, then `cascade up`")
 
 
 def _check_fits(config: CascadeConfig, multinode: bool) -> None:
@@ -151,6 +161,7 @@ def up(config: CascadeConfig, timeout_s: float, progress: Callable[[str], None],
 
     from deployments.app import build_app
 
+    check_remote_keys(config, os.environ)
     ensure_models(config, progress)
     progress("starting Ray head" + (" with the autoscaler (multi-node)" if multinode else ""))
     start_ray_head(config, multinode)

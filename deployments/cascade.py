@@ -18,7 +18,7 @@ from opentelemetry import trace
 
 from cluster.config import RouteConfig
 from cluster.telemetry import semconv
-from deployments.protocol import ChatRequest, GatewayError
+from deployments.protocol import AUTH_REFUSED_CODE, ChatRequest, GatewayError
 from deployments.tool_choice import forced_tools
 from deployments.vllm_engine import ChatResult
 from policies.answer_features import answer_features
@@ -251,17 +251,22 @@ class CascadeRunner:
                                  semconv.GEN_AI_OPERATION_NAME: "chat", semconv.GEN_AI_REQUEST_MODEL: tier.name})
             started = time.perf_counter()
             result, error = None, None
-            try:
-                result = await tier.backend.chat(body)
-                tier.cooldown.record_success(self.clock())
-            except GatewayError as failure:
-                if first and failure.status < 500 and failure.status != 429:
-                    raise  # the client's request is at fault, not the tier: no other tier will do better
-                # Later, a 4xx comes from what the cascade added (a repair turn past the context window)
-                # or a smaller tier: the attempt failed, the answers so far still stand.
-                tier.cooldown.record_error(self.clock())
-                error = failure
-                span.set_attribute(semconv.ERROR_TYPE, failure.code or str(failure.status))
+            if not tier.cooldown.allow(self.clock()):  # half-open, its one probe out: this request goes elsewhere
+                error = GatewayError(503, f"tier {tier.name!r} is cooling down", code="tier_cooling_down",
+                                     retry_after_s=1)
+                span.set_attribute(semconv.ERROR_TYPE, error.code)
+            else:
+                try:
+                    result = await tier.backend.chat(body)
+                    tier.cooldown.record_success(self.clock())
+                except GatewayError as failure:
+                    if first and failure.status < 500 and failure.status != 429:
+                        raise  # the client's request is at fault, not the tier: no other tier will do better
+                    # Later, a 4xx comes from what the cascade added (a repair turn past the context window)
+                    # or a smaller tier: the attempt failed, the answers so far still stand.
+                    tier.cooldown.record_error(self.clock())
+                    error = failure
+                    span.set_attribute(semconv.ERROR_TYPE, failure.code or str(failure.status))
             latency = time.perf_counter() - started
             cost, verdicts, confidence, features = 0.0, (), 0.0, {}
             if result is not None:
@@ -281,7 +286,7 @@ class CascadeRunner:
                 })
             outcome = AttemptOutcome(
                 tier=index,
-                error=None if error is None else (ErrorKind.TIMEOUT if error.status == 504 else ErrorKind.ERROR),
+                error=None if error is None else _error_kind(error),
                 verdicts=tuple(verdicts),
                 confidence=confidence,
                 cost_usd=spent + cost,
@@ -327,6 +332,12 @@ class CascadeRunner:
         usage = (result.body.get("usage") if result is not None else None) or {}
         tokens_in, tokens_out = usage.get("prompt_tokens", 0), max(usage.get("completion_tokens", 0), 1)
         return [attempt_cost(t.price, tokens_in, tokens_out) for t in self.tiers]
+
+
+def _error_kind(error: GatewayError) -> ErrorKind:
+    if error.status == 504:
+        return ErrorKind.TIMEOUT
+    return ErrorKind.AUTH_REFUSED if error.code == AUTH_REFUSED_CODE else ErrorKind.ERROR
 
 
 def _grounding_report(grounding: GroundingVerifier | None, result: ChatResult) -> GroundingReport | None:

@@ -3,7 +3,9 @@
 HTTP and DeploymentHandle callers share one code path (`chat` / `chat_stream`), so both get the same
 validation, errors and `cascade` report. Checks that need no model (unknown model, token limits, invalid JSON
 Schemas) run here, before a request costs an engine anything. Model `cascade` runs the request's route
-through the cascade; a tier's name runs that tier alone (still verified and reported, never escalated).
+through the cascade; a tier's name runs that tier alone (still verified and reported, never escalated; streamed,
+it is accounted but not verified: `tier_stream`). What every replica must agree on (accounting, rate limits,
+feedback, recordings) lives in the cluster's books (`books`).
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from typing import Any
 
+import ray
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from ray import serve
+from ray.serve.exceptions import RayServeException
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -34,22 +39,24 @@ from cluster.config import (
     RouteConfig,
     TierConfig,
 )
-from cluster.recording import RecordedExample, RecordingStore, recording_path
+from cluster.recording import RecordedExample, recording_path
 from cluster.telemetry import semconv
-from cluster.telemetry.accounting import UnknownRequestError
 from cluster.telemetry.metrics import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from cluster.telemetry.service import GatewayTelemetry
 from cluster.telemetry.tracing import extract_context, record_content
 from deployments.adapters import available_adapters
+from deployments.books import books_actor
+from deployments.books_client import BooksClient, BooksUnavailableError
 from deployments.cascade import Attempt, CascadeResult, CascadeRunner, Tier
 from deployments.judge import JudgeClient
 from deployments.openapi import FEEDBACK_SCHEMA, chat_request_schema, json_body
 from deployments.protocol import ChatRequest, GatewayError, NamedToolChoice
 from deployments.remote_tier import RemoteTierClient
 from deployments.tier_client import AdapterClient, TierClient
+from deployments.tier_stream import accounted_stream
 from deployments.tool_execution import ToolExecutor
 from deployments.vllm_engine import completion_as_sse
-from policies.access import AccessError, ApiKey, KeyRing, RateLimiter
+from policies.access import AccessError, ApiKey, KeyRing
 from policies.cost import TierPrice
 from policies.schema_limits import check_request_limits
 from policies.tool_registry import load_registry
@@ -59,11 +66,22 @@ api = FastAPI(title="slm-cascade", description="OpenAI-compatible gateway of an 
 
 
 DEADLINE_HEADER = "x-cascade-deadline-s"
+REPLICA_HEADER = "x-cascade-gateway-replica"
 TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def replica_headers() -> dict[str, str]:
+    """Which gateway replica answered: any replica serves any request, and an operator (or a test) can see
+    which one did. Empty outside a Serve replica."""
+    try:
+        return {REPLICA_HEADER: serve.get_replica_context().replica_id.unique_id}
+    except RayServeException:
+        return {}
 
 
 def error_response(error: GatewayError) -> JSONResponse:
     headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s is not None else {}
+    headers.update(replica_headers())
     if error.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
@@ -187,11 +205,19 @@ def _report_headers(report: dict[str, Any]) -> dict[str, str]:
     }
 
 
-async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
-    """Serve's ingress pickles the class below at decoration time: the helpers it uses must come before it."""
-    yield first
-    async for line in rest:
+async def _lines(lines: list[str]) -> AsyncIterator[str]:
+    for line in lines:
         yield line
+
+
+async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Serve's ingress pickles the class below at decoration time: the helpers it uses must come before it.
+
+    `rest` is closed with this generator: a client gone mid-stream closes the tier's stream at once."""
+    async with aclosing(rest):
+        yield first
+        async for line in rest:
+            yield line
 
 
 @serve.deployment
@@ -216,12 +242,15 @@ class Gateway:
         self.tiers = tiers
         self.lora_tiers: dict[str, TierConfig] = {t.name: t for t in self.config.vllm_tiers if t.lora is not None}
         self.keyring = keyring_from_config(self.config.gateway.auth)
-        self.rate_limiter = RateLimiter()
         self.tools = ToolExecutor(load_registry(self.config.gateway.tools), self.config.gateway.tool_timeout_s)
-        self.telemetry = GatewayTelemetry.start(self.config.gateway.telemetry)
+        # Accounting, rate limits, feedback and recordings: one copy for every replica (deployments.books).
+        recording = self.config.gateway.recording
+        store = str(recording_path(recording)) if recording.enabled else None
+        books = books_actor(self.config.app_name, store)
+        ray.get(books.configure.remote(store))
+        self.books = BooksClient(books)
+        self.telemetry = GatewayTelemetry(self.config.gateway.telemetry, self.books.add_record)
         tracer = self.telemetry.tracer
-        self.recorder = (RecordingStore(recording_path(self.config.gateway.recording))
-                         if self.config.gateway.recording.enabled else None)
         self.routes = {
             route.name: CascadeRunner(
                 route,
@@ -235,6 +264,11 @@ class Gateway:
         self.single_tier = {
             name: CascadeRunner(self._one_tier_route(name), [tier], tracer=tracer) for name, tier in tiers.items()
         }
+
+    def __del__(self) -> None:
+        """Serve calls this as it stops the replica: what is still buffered goes to the cluster's books first."""
+        if hasattr(self, "books"):
+            self.books.close()
 
     # ---- Python entry points (DeploymentHandle) -------------------------------------------------------
 
@@ -251,13 +285,22 @@ class Gateway:
         """
         return await self._complete(await self._checked(request), route, trace_context)
 
-    async def chat_stream(self, request: ChatRequest | dict[str, Any], route: str | None = None) -> AsyncIterator[str]:
-        """The same request as SSE lines (`data: {...}` chunks, then `data: [DONE]`).
+    async def chat_stream(
+        self,
+        request: ChatRequest | dict[str, Any],
+        route: str | None = None,
+        trace_context: dict[str, str] | None = None,
+    ) -> AsyncIterator[str]:
+        """The same request as SSE lines (`data: {...}` chunks, then `data: [DONE]`), accounted like `chat`.
 
         A tier addressed by name streams token by token. The cascade must verify a whole answer before it
-        commits to it, so model `cascade` sends the accepted answer as chunks once it has one.
+        commits to it, so model `cascade` sends the accepted answer as chunks once it has one, with its
+        `cascade` report in the last chunk.
         """
-        async for line in self._stream(await self._checked(request), route):
+        parsed = await self._checked(request)
+        lines = (self._tier_stream(parsed, trace_context) if self._streams_by_token(parsed)
+                 else _lines(completion_as_sse(await self._complete(parsed, route, trace_context))))
+        async for line in lines:
             yield line
 
     # ---- one path for HTTP and handle callers, after validation ----------------------------------------
@@ -298,14 +341,18 @@ class Gateway:
             })
             return body
 
-    async def _stream(self, parsed: ChatRequest, route: str | None) -> AsyncIterator[str]:
+    def _streams_by_token(self, parsed: ChatRequest) -> bool:
+        """A vLLM tier addressed by name (no adapter) streams as it generates; everything else is answered whole."""
         tier = self.tiers.get(parsed.model)
-        if tier is not None and isinstance(tier.backend, TierClient):
-            async for line in tier.backend.chat_stream(parsed.tier_body(tier.name)):
-                yield line
-            return
-        for line in completion_as_sse(await self._complete(parsed, route, None)):
-            yield line
+        return tier is not None and isinstance(tier.backend, TierClient)
+
+    def _tier_stream(self, parsed: ChatRequest, trace_context: dict[str, str] | None) -> AsyncIterator[str]:
+        tier = self.tiers[parsed.model]
+        stream_options = (parsed.model_extra or {}).get("stream_options") or {}  # an object: `_validate` saw to it
+        return accounted_stream(tier.backend, tier.price, parsed.tier_body(tier.name), tracer=self.telemetry.tracer,
+                                trace_context=trace_context,
+                                deadline_s=request_deadline(parsed, None, self.config.gateway),
+                                client_wants_usage=bool(stream_options.get("include_usage")))
 
     # ---- HTTP routes ------------------------------------------------------------------------------------
 
@@ -315,15 +362,19 @@ class Gateway:
         payload = await read_json_body(request, self.config.gateway.max_body_bytes)
         parsed = await self._checked(payload)
         route = request.headers.get("x-cascade-route")
-        self._admit(key, parsed, route)
+        await self._admit(key, parsed, route)
         deadline = request_deadline(parsed, request.headers.get(DEADLINE_HEADER), self.config.gateway)
         parsed = parsed.model_copy(update={"deadline_s": deadline})
         if not parsed.stream:
             body = await self._complete(parsed, route, trace_carrier(request.headers))
-            return JSONResponse(body, headers=_report_headers(body["cascade"]))
-        lines = self._stream(parsed, route)
-        first = await anext(lines)  # errors before the first token still get their own status code
-        return StreamingResponse(_prepend(first, lines), media_type="text/event-stream")
+            return JSONResponse(body, headers={**_report_headers(body["cascade"]), **replica_headers()})
+        if self._streams_by_token(parsed):
+            lines = self._tier_stream(parsed, trace_carrier(request.headers))
+            first = await anext(lines)  # errors before the first token still get their own status code
+            return StreamingResponse(_prepend(first, lines), media_type="text/event-stream", headers=replica_headers())
+        body = await self._complete(parsed, route, trace_carrier(request.headers))
+        return StreamingResponse(_lines(completion_as_sse(body)), media_type="text/event-stream",
+                                 headers={**_report_headers(body["cascade"]), **replica_headers()})
 
     @api.get("/v1/models")
     async def http_models(self, request: Request) -> dict[str, Any]:
@@ -335,12 +386,12 @@ class Gateway:
 
     @api.get("/v1/cascade/report")
     async def http_report(self, request: Request) -> dict[str, Any]:
-        """This replica's accounting over its sliding window: CPS, rates, latency, tokens, energy and source."""
+        """The cluster's accounting over its sliding window: CPS, rates, latency, tokens, energy and source."""
         self._authenticate(request)
-        return self.telemetry.report()
+        return self.telemetry.report(await self._books_snapshot())
 
     @api.post("/v1/cascade/feedback/{request_id}", openapi_extra=json_body(FEEDBACK_SCHEMA))
-    async def http_feedback(self, request_id: str, request: Request) -> dict[str, Any]:
+    async def http_feedback(self, request_id: str, request: Request, response: Response) -> dict[str, Any]:
         """A client reports the real outcome of a request (e.g. the tool call did the job) after the fact."""
         self._authenticate(request)
         payload = await read_json_body(request, 4096)
@@ -348,21 +399,32 @@ class Gateway:
         if not isinstance(success, bool):
             raise GatewayError(400, "body must be {\"success\": true|false}", param="success", code="invalid_value")
         try:
-            self.telemetry.accounting.record_feedback(request_id, success)
-        except UnknownRequestError:
+            known = await self.books.feedback(request_id, success)
+        except BooksUnavailableError:
+            raise GatewayError(503, "the cluster's books are unavailable; send the feedback again",
+                               code="books_unavailable", retry_after_s=5) from None
+        if not known:
             raise GatewayError(404, f"request {request_id!r} is unknown or has left the accounting window",
-                               param="request_id", code="request_not_found") from None
+                               param="request_id", code="request_not_found")
+        response.headers.update(replica_headers())
         return {"request_id": request_id, "success": success}
 
     @api.get("/metrics")
     async def http_metrics(self) -> Response:
-        return Response(self.telemetry.metrics_text(), media_type=PROMETHEUS_CONTENT_TYPE)
+        return Response(self.telemetry.metrics_text(await self._books_snapshot()), media_type=PROMETHEUS_CONTENT_TYPE)
 
     @api.get("/healthz")
     async def http_health(self) -> dict[str, str]:
         return {"status": "ok"}
 
     # ---- internals --------------------------------------------------------------------------------------
+
+    async def _books_snapshot(self) -> dict[str, Any]:
+        try:
+            return await self.books.snapshot()
+        except BooksUnavailableError:
+            raise GatewayError(503, "the cluster's books are unavailable; try again shortly", code="books_unavailable",
+                               retry_after_s=5) from None
 
     def _one_tier_route(self, tier: str) -> RouteConfig:
         """A tier alone. Its answers are scored as the default route scores them when that route starts on it:
@@ -400,13 +462,13 @@ class Gateway:
         confidence may stay under the route's threshold while its answer is verifiably right.
         """
         verdicts = final.outcome.verdicts
-        if self.recorder is None or not route.record or not verdicts or not all(v.passed for v in verdicts):
+        if not self.config.gateway.recording.enabled or not route.record or not verdicts or not all(v.passed for v in verdicts):
             return
         if final.tier == self.config.route_tiers(route)[0]:
             return  # the SLM answered: nothing to learn. Escalated or pre-routed past it: a lesson for it
         example = RecordedExample.create(route.name, final.tier, request.model_dump(
             mode="json", by_alias=True, exclude_none=True), message, self.config.gateway.recording.extra_fields)
-        await asyncio.to_thread(self.recorder.record, example)
+        await self.books.record_example(example)
 
     def _authenticate(self, request: Request) -> ApiKey | None:
         """The caller's key (None when auth is off). /healthz and /metrics stay open for probes and scrapers;
@@ -418,15 +480,15 @@ class Gateway:
         except AccessError as error:
             raise as_gateway_error(error) from None
 
-    def _admit(self, key: ApiKey | None, request: ChatRequest, route: str | None) -> None:
-        """May this key send this request now: its routes, direct tier access and rate limit."""
+    async def _admit(self, key: ApiKey | None, request: ChatRequest, route: str | None) -> None:
+        """May this key send this request now: its routes, direct tier access and rate limit (cluster-wide)."""
         if key is None:
             return
         direct = request.model != DEFAULT_MODEL_ALIAS
         try:
             self.keyring.authorize(key, route=None if direct else self._runner(request, route).route.name,
                                    tier=request.model if direct else None)
-            self.rate_limiter.acquire(key)
+            await self.books.admit(key)
         except AccessError as error:
             raise as_gateway_error(error) from None
 
@@ -478,6 +540,10 @@ class Gateway:
             if parsed.tool_choice.function.name not in names:
                 raise GatewayError(400, f"tool_choice names {parsed.tool_choice.function.name!r}, which is not in "
                                    "`tools`", param="tool_choice", code="invalid_value")
+        stream_options = (parsed.model_extra or {}).get("stream_options")
+        if stream_options is not None and not isinstance(stream_options, dict):
+            raise GatewayError(400, "stream_options must be an object, e.g. {\"include_usage\": true}",
+                               param="stream_options", code="invalid_value")
         if parsed.n > 1 and parsed.model == DEFAULT_MODEL_ALIAS:
             raise GatewayError(400, "n > 1 is not supported on model `cascade`: each answer would need its own "
                                "cascade; address a tier by name", param="n", code="invalid_value")

@@ -7,6 +7,7 @@ A request for one of the tier's LoRA adapters carries the adapter's name as Serv
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +24,7 @@ from cluster.telemetry.semconv import EnergySource
 from cluster.telemetry.service import deployment_tracer
 from cluster.telemetry.tracing import TracingSettings, extract_context
 from deployments.adapters import AdapterError, ResidentAdapters, UnknownAdapterError
-from deployments.vllm_engine import ChatResult, VllmChatEngine
+from deployments.vllm_engine import ChatResult, StreamSummary, VllmChatEngine
 
 SPAN_ENGINE = "cascade.engine"
 
@@ -86,10 +87,18 @@ class ModelServer:
                                  semconv.GEN_AI_REQUEST_MODEL: serve.get_multiplexed_model_id() or self.tier.name})
         return dataclasses.replace(result, energy_j=energy_j, energy_source=self.energy.source)
 
-    async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[str | dict[str, Any]]:
-        """SSE lines. The stream holds its slot in the energy ledger, so batched neighbours are not charged
-        for it; its own share is not reported (streams bypass the gateway's accounting)."""
+    async def chat_stream(
+        self, body: dict[str, Any], trace_context: dict[str, str] | None = None
+    ) -> AsyncIterator[str | dict[str, Any] | StreamSummary]:
+        """SSE lines, then a `StreamSummary` with the stream's share of the replica's metered energy.
+
+        Cancelled (the client went away), the stream ends at once: vLLM aborts the request, and no summary is sent.
+        """
         request_id = uuid.uuid4()
+        span = self.tracer.start_span(SPAN_ENGINE, context=extract_context(trace_context or {}), attributes={
+            semconv.CASCADE_TIER: self.tier.name,
+            semconv.GEN_AI_REQUEST_MODEL: serve.get_multiplexed_model_id() or self.tier.name})
+        started = time.perf_counter()
         self.energy.start(request_id)
         try:
             async with self._addressed(body) as addressed:
@@ -98,7 +107,11 @@ class ModelServer:
         except AdapterError as error:
             yield self._refusal(error)
         finally:
-            self.energy.finish(request_id)
+            energy_j = self.energy.finish(request_id)
+            engine_s = time.perf_counter() - started
+            span.set_attribute("cascade.engine_s", engine_s)
+            span.end()
+        yield StreamSummary(engine_s, energy_j, self.energy.source)
 
     def adapters(self) -> dict[str, Any]:
         """This replica and the adapters it holds, which Serve routes their requests to."""

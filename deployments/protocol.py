@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cluster.config import DEFAULT_MODEL_ALIAS
 
+AUTH_REFUSED_CODE = "tier_auth_refused"
+"""Error code of a tier whose provider refused the cluster's own API key (the cascade escalates and says so)."""
+
 
 class GatewayError(Exception):
     """A request the gateway refuses or cannot serve, rendered as an OpenAI-style error body."""

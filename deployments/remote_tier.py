@@ -14,13 +14,14 @@ from typing import Any
 import httpx
 
 from cluster.config import RemoteTierConfig
-from deployments.protocol import GatewayError
+from deployments.protocol import AUTH_REFUSED_CODE, GatewayError
 from deployments.vllm_engine import ChatResult
-
 
 _log = logging.getLogger(__name__)
 # What a provider answers about the request itself (too long, malformed): the client's to fix, not escalated.
 CLIENT_FAULT_STATUSES = frozenset({400, 413, 422})
+# What a provider answers when it does not accept the cluster's own key: the tier failed, not the request.
+KEY_REFUSED_STATUSES = frozenset({401, 403})
 
 
 class RemoteTierClient:
@@ -28,6 +29,7 @@ class RemoteTierClient:
         self.name = tier.name
         self._model = tier.remote_model
         self._timeout_s = tier.timeout_s
+        self._key_env = tier.api_key_env
         headers = {"content-type": "application/json"}
         if tier.api_key_env is not None:
             key = os.environ.get(tier.api_key_env)
@@ -57,8 +59,14 @@ class RemoteTierClient:
             error = payload.get("error") if isinstance(payload, dict) else None
             message = error.get("message") if isinstance(error, dict) else response.reason_phrase
             raise GatewayError(response.status_code, f"tier {self.name!r} refused the request: {message}")
+        if response.status_code in KEY_REFUSED_STATUSES:  # the tier failed, and an operator must act: say so
+            _log.warning("tier %s: HTTP %s from %s: the API key was refused", self.name, response.status_code,
+                         self._client.base_url)
+            raise GatewayError(502, f"tier {self.name!r} refused this cluster's API key (HTTP "
+                               f"{response.status_code}); check {self._key_env or 'its api_key_env'}",
+                               code=AUTH_REFUSED_CODE)
         if response.status_code != 200 or not _is_chat_completion(payload):
-            # The provider's own failure (5xx, 401 for our key, 429, a malformed body): the tier failed, so the
+            # The provider's own failure (5xx, 429, a malformed body): the tier failed, so the
             # cascade may escalate. Its text is not echoed: it can quote credentials.
             _log.warning("tier %s: HTTP %s from %s", self.name, response.status_code, self._client.base_url)
             raise GatewayError(502, f"tier {self.name!r} failed (HTTP {response.status_code})", code="tier_error")

@@ -17,7 +17,7 @@ from ray.serve.handle import DeploymentHandle
 
 from cluster.telemetry.tracing import inject_context
 from deployments.protocol import GatewayError
-from deployments.vllm_engine import ChatResult
+from deployments.vllm_engine import ChatResult, StreamSummary
 
 
 def _as_gateway_error(tier: str, error: BaseException, timeout_s: float) -> GatewayError:
@@ -63,9 +63,13 @@ class TierClient:
             raise GatewayError.from_openai_body(result.body)
         return result
 
-    async def chat_stream(self, body: dict[str, Any], adapter: str | None = None) -> AsyncIterator[str]:
-        """SSE lines; errors before the first line raise GatewayError so the caller can still send a status."""
-        stream = self._handle_for(adapter).options(stream=True).chat_stream.remote(body)
+    async def chat_stream(
+        self, body: dict[str, Any], trace_context: dict[str, str] | None = None
+    ) -> AsyncIterator[str | StreamSummary]:
+        """SSE lines, then the replica's `StreamSummary`; errors before the first line raise GatewayError so the
+        caller can still send a status. Closed early (the client went away), the replica's stream is cancelled,
+        and with it the engine's request."""
+        stream = self._handle.options(stream=True).chat_stream.remote(body, trace_context)
         try:
             first = await asyncio.wait_for(stream.__anext__(), self._timeout_s)
         except StopAsyncIteration:
@@ -75,9 +79,15 @@ class TierClient:
             raise _as_gateway_error(self.name, error, self._timeout_s) from error
         if isinstance(first, dict):
             raise GatewayError.from_openai_body(first)
-        yield first
-        async for line in stream:
-            yield line
+        finished = False
+        try:
+            yield first
+            async for line in stream:
+                yield line
+            finished = True
+        finally:
+            if not finished:
+                stream.cancel()
 
 
 class AdapterClient:

@@ -80,6 +80,16 @@ class ChatResult:
         return "error" in self.body
 
 
+@dataclass(frozen=True)
+class StreamSummary:
+    """The last item of a model server's stream, never sent to a client: what the gateway's books need that the
+    SSE lines do not carry (the stream's energy, and how it was obtained)."""
+
+    engine_s: float
+    energy_j: float | None
+    energy_source: str | None
+
+
 class VllmChatEngine:
     """Owns the engine for one replica; every method is safe to call concurrently."""
 

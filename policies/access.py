@@ -25,6 +25,8 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitedError",
     "RateLimiter",
+    "TokenBuckets",
+    "TokenLeases",
     "generate_api_key",
     "hash_api_key",
 ]
@@ -148,28 +150,106 @@ class KeyRing:
             raise PermissionDeniedError("route_not_allowed", f"API key {key.name!r} may not use route {route!r}")
 
 
-class RateLimiter:
+class TokenBuckets:
     """Per-key token buckets: ``burst`` requests at once, refilled at ``requests_per_minute / 60`` per second.
 
-    Limits are per gateway replica: the Serve router spreads requests over replicas, so the cluster-wide
-    limit is about replicas x the configured rate. State is one bucket per key name, and names come from
-    config, so memory is bounded. Not thread-safe: a replica calls it from its event loop.
+    ``grant`` hands out up to ``wanted`` whole tokens, never more than the bucket holds, so whoever admits
+    requests only with granted tokens never exceeds the key's rate. The cluster keeps one instance and leases
+    tokens to gateway replicas (``TokenLeases``); a replica cut off from it keeps its own (``RateLimiter``).
+    State is one bucket per key name, and names come from config, so memory is bounded. Not thread-safe.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}  # key name -> (tokens, time of last update)
 
+    def grant(self, key_name: str, requests_per_minute: float, burst: int, wanted: int) -> tuple[int, int]:
+        """``(granted, retry_after_s)``: whole tokens taken (buckets start full, at most ``wanted``), and when
+        none could be, the whole seconds until the next one refills (0 when some were granted)."""
+        rate = requests_per_minute / 60.0
+        tokens = self._refilled(key_name, rate, burst)
+        granted = min(wanted, math.floor(tokens))
+        self._buckets[key_name] = (tokens - granted, self._clock())
+        return granted, 0 if granted else max(1, math.ceil((1.0 - tokens) / rate))
+
+    def refund(self, key_name: str, requests_per_minute: float, burst: int, tokens: int) -> None:
+        """Put back granted tokens that were never used (never above ``burst``): they were not spent."""
+        held = self._refilled(key_name, requests_per_minute / 60.0, burst)
+        self._buckets[key_name] = (min(float(burst), held + tokens), self._clock())
+
+    def _refilled(self, key_name: str, rate: float, burst: int) -> float:
+        now = self._clock()
+        tokens, last = self._buckets.get(key_name, (float(burst), now))
+        return min(float(burst), tokens + (now - last) * rate)
+
+
+class RateLimiter:
+    """One replica's own buckets: admits a request with a token taken from ``TokenBuckets`` on the spot.
+
+    What a gateway replica falls back to when the cluster's buckets cannot be reached: the limit then holds
+    per replica, so cluster-wide it is about replicas x the configured rate until they are back.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._buckets = TokenBuckets(clock)
+
     def acquire(self, key: ApiKey) -> None:
         """Take one token from ``key``'s bucket (buckets start full), or raise ``RateLimitedError``."""
         if key.requests_per_minute is None:
             return
-        rate = key.requests_per_minute / 60.0
+        granted, retry_after_s = self._buckets.grant(key.name, key.requests_per_minute, key.burst, 1)
+        if not granted:
+            raise RateLimitedError(key.name, retry_after_s)
+
+
+LEASE_S = 0.5
+"""How long a replica may hold tokens the cluster granted it before it gives the unused ones back."""
+
+
+class TokenLeases:
+    """Tokens one gateway replica holds per key, granted by the cluster's ``TokenBuckets``.
+
+    A request takes a held token when there is one (no round trip), else the replica leases ``lease_size``
+    tokens for it and keeps the rest. The cluster never grants more than its buckets hold and unused tokens go
+    back to them (``expired``), so the key's rate holds cluster-wide exactly. The tolerance is on the low side:
+    tokens one replica holds, fewer than ``lease_size`` per key, are out of the others' reach for up to
+    ``LEASE_S``; a key below 4 requests a second leases one token at a time, so none is ever held. Leases are
+    not asked for ahead of need: a token parked on one replica would refuse a request on another that is
+    within the key's limit. Not thread-safe.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._held: dict[str, tuple[int, float]] = {}  # key name -> (tokens, expiry)
+
+    @staticmethod
+    def lease_size(key: ApiKey) -> int:
+        """About half a second of the key's rate, at least one token and never more than its burst."""
+        assert key.requests_per_minute is not None
+        return max(1, min(key.burst, math.floor(key.requests_per_minute / 60.0 * LEASE_S)))
+
+    def held(self, key_name: str) -> int:
+        return self._held.get(key_name, (0, 0.0))[0]
+
+    def take(self, key_name: str) -> bool:
+        """Use one held token of the key, if one is held (an expired lease's tokens still count until
+        ``expired`` hands them back: they were granted, so using them keeps within the limit)."""
+        tokens, expiry = self._held.get(key_name, (0, 0.0))
+        if tokens <= 0:
+            return False
+        self._held[key_name] = (tokens - 1, expiry)
+        return True
+
+    def hold(self, key_name: str, tokens: int) -> None:
+        """Add a fresh lease's tokens; what is held is given back ``LEASE_S`` from now unless used."""
+        if tokens > 0:
+            self._held[key_name] = (self.held(key_name) + tokens, self._clock() + LEASE_S)
+
+    def expired(self, *, all_held: bool = False) -> dict[str, int]:
+        """Remove and return the unused tokens of leases past their time (or of all, for a replica that stops),
+        to give back to the cluster."""
         now = self._clock()
-        tokens, last = self._buckets.get(key.name, (float(key.burst), now))
-        tokens = min(float(key.burst), tokens + (now - last) * rate)
-        if tokens >= 1.0:
-            self._buckets[key.name] = (tokens - 1.0, now)
-            return
-        self._buckets[key.name] = (tokens, now)
-        raise RateLimitedError(key.name, max(1, math.ceil((1.0 - tokens) / rate)))
+        due = {name: tokens for name, (tokens, expiry) in self._held.items() if all_held or now >= expiry}
+        for name in due:
+            del self._held[name]
+        return {name: tokens for name, tokens in due.items() if tokens > 0}

@@ -37,6 +37,7 @@ __all__ = [
 class ErrorKind(StrEnum):
     ERROR = "error"
     TIMEOUT = "timeout"
+    AUTH_REFUSED = "auth_refused"  # a remote provider refused the cluster's own API key
 
 
 class Action(StrEnum):
@@ -55,10 +56,16 @@ class EscalationReason(StrEnum):
     UNVERIFIED = "unverified"
     TIER_ERROR = "tier_error"
     TIER_TIMEOUT = "tier_timeout"
+    TIER_AUTH_REFUSED = "tier_auth_refused"
     BUDGET_EXHAUSTED = "budget_exhausted"
     TIERS_EXHAUSTED = "tiers_exhausted"
 
 
+_ERROR_REASONS = {
+    ErrorKind.ERROR: EscalationReason.TIER_ERROR,
+    ErrorKind.TIMEOUT: EscalationReason.TIER_TIMEOUT,
+    ErrorKind.AUTH_REFUSED: EscalationReason.TIER_AUTH_REFUSED,
+}
 _VERIFIER_REASONS = {
     SchemaVerifier.name: EscalationReason.SCHEMA_INVALID,
     ToolCallVerifier.name: EscalationReason.TOOL_CALL_INVALID,
@@ -119,7 +126,7 @@ class Decision:
 def diagnose(outcome: AttemptOutcome, threshold: float) -> EscalationReason | None:
     """The first thing wrong with an attempt, in rule order; None if it can be accepted."""
     if outcome.error is not None:
-        return EscalationReason.TIER_TIMEOUT if outcome.error is ErrorKind.TIMEOUT else EscalationReason.TIER_ERROR
+        return _ERROR_REASONS[outcome.error]
     for verdict in outcome.verdicts:
         if verdict.verified and not verdict.passed:
             return _VERIFIER_REASONS.get(verdict.name, EscalationReason.VERIFIER_FAILED)

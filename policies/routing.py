@@ -184,28 +184,47 @@ def next_available_tier(current: int, n_tiers: int, cooling: frozenset[int] = fr
 
 
 class TierCooldown:
-    """Per-tier circuit breaker: ``failure_threshold`` consecutive errors within ``window_s``
-    put the tier in cooldown for ``cooldown_s``. After the cooldown one probe decides: an error
-    re-opens it at once, a success closes it. The caller passes ``now`` (monotonic seconds)."""
+    """Per-tier circuit breaker: closed, open, half-open.
+
+    ``failure_threshold`` consecutive errors within ``window_s`` open it for ``cooldown_s``. After the cooldown it
+    is half-open: exactly one request, the probe, is let through (``allow``), and while it is out every other
+    request sees the tier as unavailable and goes elsewhere. The probe's error re-opens it at once, its success
+    closes it. A probe that reports nothing within ``cooldown_s`` (its request was cancelled) is given up and the
+    next request probes. The caller passes ``now`` (monotonic seconds); not thread-safe (one event loop).
+    """
 
     def __init__(self, failure_threshold: int = 3, window_s: float = 30.0, cooldown_s: float = 60.0) -> None:
         if failure_threshold < 1 or window_s <= 0 or cooldown_s <= 0:
             raise ValueError("failure_threshold >= 1, window_s > 0 and cooldown_s > 0 required")
         self.failure_threshold, self.window_s, self.cooldown_s = failure_threshold, window_s, cooldown_s
         self._errors: deque[float] = deque()
-        self._open_until: float | None = None
+        self._open_until: float | None = None  # None: closed
+        self._probe_since: float | None = None  # half-open, with a probe out since then
 
     def available(self, now: float) -> bool:
-        return self._open_until is None or now >= self._open_until
+        """Would `allow` let a request through now? (No side effect: for choosing among tiers.)"""
+        if self._open_until is None:
+            return True
+        if now < self._open_until:
+            return False
+        return self._probe_since is None or now - self._probe_since >= self.cooldown_s
+
+    def allow(self, now: float) -> bool:
+        """Admit a request to the tier: always when closed; after the cooldown, only the one probe."""
+        if not self.available(now):
+            return False
+        if self._open_until is not None:
+            self._probe_since = now
+        return True
 
     def record_success(self, now: float) -> None:
         self._errors.clear()
-        self._open_until = None
+        self._open_until = self._probe_since = None
 
     def record_error(self, now: float) -> None:
         if self._open_until is not None:
-            if now >= self._open_until:  # the probe after cooldown failed
-                self._open_until = now + self.cooldown_s
+            if self._probe_since is not None:  # the probe failed: open again
+                self._open_until, self._probe_since = now + self.cooldown_s, None
             return  # errors of requests in flight when it opened change nothing
         while self._errors and now - self._errors[0] > self.window_s:
             self._errors.popleft()

@@ -40,7 +40,8 @@ def cluster_config_for_tests(otlp_endpoint: str, state_dir: Path) -> dict:
 
     The remote tier is a real OpenAI-protocol server over HTTP: this cluster's own gateway, asked for its
     `fallback` tier, so the remote path crosses a real socket without a second cluster. The SLM runs two
-    replicas with LoRA (adapter affinity needs a choice of replica; a killed replica leaves one serving).
+    replicas with LoRA (adapter affinity needs a choice of replica; a killed replica leaves one serving), and so
+    does the gateway.
     """
     from cluster.config import load_config
 
@@ -51,6 +52,8 @@ def cluster_config_for_tests(otlp_endpoint: str, state_dir: Path) -> dict:
     slm["deployment"]["ray_actor_options"]["num_cpus"] = 0.4  # Ray schedules 2 logical CPUs on 2 cores
     slm["deployment"]["autoscaling"] = {"min_replicas": 2, "max_replicas": 2}
     config["tiers"][1]["deployment"]["ray_actor_options"]["num_cpus"] = 0.4
+    # Two gateway replicas, as a platform team runs: every test goes through one set of cluster-wide books.
+    config["gateway"]["deployment"]["autoscaling"] = {"min_replicas": 2, "max_replicas": 2}
     config["tiers"].append({
         "kind": "remote", "name": "remote-llm", "base_url": f"{BASE_URL}/v1", "remote_model": "fallback",
         "api_key_env": REMOTE_KEY_ENV, "price": {"input_per_1m_usd": 1.0, "output_per_1m_usd": 2.0},
@@ -67,6 +70,9 @@ def cluster_config_for_tests(otlp_endpoint: str, state_dir: Path) -> dict:
                                                                           "hard_threshold": 0.0}},
         {"name": "adapted", "tiers": ["slm", "fallback"], "adapter": "alpha"},
         {"name": "distilled", "tiers": ["slm", "fallback"]},  # `cascade adapt` promotes an adapter here
+        # only the two-replica books test sends here: pre-routed to the fallback, so its answers are recorded
+        {"name": "shared", "tiers": ["slm", "fallback"], "difficulty": {"predictor": "constant",
+                                                                        "hard_threshold": 0.0}},
     ]
     config["gateway"]["recording"] = {"enabled": True, "path": str(state_dir / "recordings.sqlite")}
     config["gateway"]["telemetry"] = {"otlp_endpoint": otlp_endpoint, "otlp_protocol": "http",
@@ -86,9 +92,15 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the marker below must already be there
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Fault-injection tests take parts of the shared cluster down: they go last, whatever the file order; the
-    multi-node tests replace it with a cluster of their own, after them."""
+    """Every test that uses a live cluster (the session's, directly or through another fixture, or a multi-node
+    one of its own) carries the `cluster` marker, so `-m "not cluster"` never starts (or stops) one. Fault-injection tests take parts of the shared cluster
+    down: they go last, whatever the file order; the multi-node tests replace it with a cluster of their own,
+    after them."""
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()) or item.get_closest_marker("multinode") is not None:
+            item.add_marker(pytest.mark.cluster)
     items.sort(key=lambda item: (item.get_closest_marker("multinode") is not None,
                                  item.get_closest_marker("faults") is not None))
 
@@ -116,6 +128,7 @@ def cluster(otlp_receiver: OtlpReceiver, prepared_slm: Path) -> Iterator[str]:
     running: quicker while developing, same code paths.
     """
     os.environ[API_KEY_ENV] = ADMIN_KEY  # what `cascade report` and the bench clients send
+    os.environ[REMOTE_KEY_ENV] = REMOTE_KEY  # `cascade up` (and `cascade adapt`, which redeploys) require it set
     if os.environ.get("CASCADE_TEST_REUSE_CLUSTER") == "1":
         yield BASE_URL
         return
@@ -125,9 +138,8 @@ def cluster(otlp_receiver: OtlpReceiver, prepared_slm: Path) -> Iterator[str]:
         make_random_adapter(state / "adapters" / name, seed)
     config_path = state / CLUSTER_CONFIG_NAME  # `cascade adapt` rewrites it, as it would an operator's file
     config_path.write_text(yaml.safe_dump(cluster_config_for_tests(otlp_receiver.endpoint, state)))
-    env = {**os.environ, REMOTE_KEY_ENV: REMOTE_KEY}
     started = subprocess.run(
-        [CASCADE, "up", "--config", str(config_path), "--timeout-s", "900"], text=True, capture_output=True, env=env
+        [CASCADE, "up", "--config", str(config_path), "--timeout-s", "900"], text=True, capture_output=True
     )
     if started.returncode != 0:
         subprocess.run([CASCADE, "down"], check=False)

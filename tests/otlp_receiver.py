@@ -1,15 +1,19 @@
-"""A minimal OTLP/HTTP trace receiver on loopback: what a collector does with our exports, minus the rest.
+"""Minimal OTLP trace receivers on loopback, over HTTP and over gRPC: what a collector does with our exports,
+minus the rest.
 
-The cluster's real OTLP exporters (gateway and model servers, separate processes) post protobuf
-`ExportTraceServiceRequest`s here; tests read the decoded spans back.
+The cluster's real OTLP exporters (gateway and model servers, separate processes) send protobuf
+`ExportTraceServiceRequest`s here; tests read the decoded spans, their resources and the request headers back.
 """
 
 from __future__ import annotations
 
 import threading
+from concurrent import futures
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -24,6 +28,7 @@ class ReceivedSpan:
     span_id: str
     parent_span_id: str
     attributes: dict
+    resource: dict
 
 
 def _value(any_value) -> object:
@@ -33,28 +38,45 @@ def _value(any_value) -> object:
     return getattr(any_value, kind) if kind else None
 
 
-class OtlpReceiver:
-    def __init__(self, port: int) -> None:
+class _Received:
+    """What every export brought, whichever transport carried it."""
+
+    def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
         self.payloads: list[bytes] = []  # every export as received, for "this string is nowhere" checks
-        lock = threading.Lock()
-        received, payloads = self.spans, self.payloads
+        self.headers: list[dict[str, str]] = []  # request headers (gRPC metadata), lower-case names
+        self._lock = threading.Lock()
+
+    def add(self, payload: bytes, headers: dict[str, str]) -> None:
+        request = ExportTraceServiceRequest.FromString(payload)
+        with self._lock:
+            self.payloads.append(payload)
+            self.headers.append(headers)
+            for resource_spans in request.resource_spans:
+                resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
+                service = str(resource.get("service.name", ""))
+                for scope_spans in resource_spans.scope_spans:
+                    self.spans.extend(
+                        ReceivedSpan(service, s.name, s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(),
+                                     {a.key: _value(a.value) for a in s.attributes}, resource)
+                        for s in scope_spans.spans
+                    )
+
+    def trace(self, trace_id: str) -> list[ReceivedSpan]:
+        return [span for span in list(self.spans) if span.trace_id == trace_id]
+
+
+class OtlpReceiver(_Received):
+    """OTLP/HTTP (protobuf) on `endpoint`; exporters post to `<endpoint>/v1/traces`."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__()
+        received = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 payload = self.rfile.read(int(self.headers["content-length"]))
-                request = ExportTraceServiceRequest.FromString(payload)
-                with lock:
-                    payloads.append(payload)
-                    for resource_spans in request.resource_spans:
-                        service = next((str(_value(a.value)) for a in resource_spans.resource.attributes
-                                        if a.key == "service.name"), "")
-                        for scope_spans in resource_spans.scope_spans:
-                            received.extend(
-                                ReceivedSpan(service, s.name, s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(),
-                                             {a.key: _value(a.value) for a in s.attributes})
-                                for s in scope_spans.spans
-                            )
+                received.add(payload, {name.lower(): value for name, value in self.headers.items()})
                 body = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("content-type", "application/x-protobuf")
@@ -81,5 +103,30 @@ class OtlpReceiver:
         self._server.shutdown()
         self._server.server_close()
 
-    def trace(self, trace_id: str) -> list[ReceivedSpan]:
-        return [span for span in list(self.spans) if span.trace_id == trace_id]
+
+class GrpcOtlpReceiver(_Received):
+    """OTLP/gRPC: the collector's `TraceService/Export` on `endpoint`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        received = self
+
+        class Service(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request, context):
+                received.add(request.SerializeToString(), {k.lower(): v for k, v in context.invocation_metadata()})
+                return ExportTraceServiceResponse()
+
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self._server)
+        self._port = self._server.add_insecure_port("127.0.0.1:0")
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    def __enter__(self) -> GrpcOtlpReceiver:
+        self._server.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.stop(grace=None)

@@ -19,6 +19,7 @@ from cluster.recording import RecordedExample
 from deployments.tool_choice import ForcedTools, rewrite_forced_tool_choice
 
 __all__ = [
+    "MINIMUM_HELD_OUT",
     "NotEnoughDataError",
     "PairSet",
     "TrainingPair",
@@ -27,6 +28,9 @@ __all__ = [
     "require_minimum",
     "split_held_out",
 ]
+
+MINIMUM_HELD_OUT = 4
+"""Fewer held-out examples than this cannot tell a better adapter from a lucky one."""
 
 
 class NotEnoughDataError(ValueError):
@@ -148,23 +152,28 @@ def _unit_interval(identifier: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def split_held_out(items: Sequence[T], fraction: float = 0.25, seed: int = 0) -> tuple[list[T], list[T]]:
+def split_held_out(
+    items: Sequence[T], fraction: float = 0.25, seed: int = 0, minimum: int = 0
+) -> tuple[list[T], list[T]]:
     """(train, held_out), each item placed by a hash of its id rather than by shuffling.
 
     So an example stays on the same side as more are recorded: an example that judged one adapter is never
     trained on by the next, and re-running `cascade adapt` on the same data splits it the same way. The
-    held-out share is `fraction` on average, not exactly.
+    held-out share is `fraction` on average, not exactly; at least `minimum` items are held out all the same
+    (the lowest hashes make up the difference), so a small store cannot leave too few by the luck of its ids.
+    Only in that small-store regime can a later, larger store move an item back to training.
     """
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
-    train: list[T] = []
-    held_out: list[T] = []
-    for item in items:
-        (held_out if _unit_interval(item.id, seed) < fraction else train).append(item)
+    ranked = sorted(items, key=lambda item: _unit_interval(item.id, seed))
+    cut = max(minimum, sum(_unit_interval(item.id, seed) < fraction for item in items))
+    held_ids = {item.id for item in ranked[:cut]}
+    train = [item for item in items if item.id not in held_ids]
+    held_out = [item for item in items if item.id in held_ids]
     return train, held_out
 
 
-def require_minimum(n_train: int, n_held_out: int, minimum_train: int = 8, minimum_held_out: int = 4) -> None:
+def require_minimum(n_train: int, n_held_out: int, minimum_train: int = 8, minimum_held_out: int = MINIMUM_HELD_OUT) -> None:
     """Raises NotEnoughDataError unless both splits are big enough to train on and to judge by."""
     if n_train >= minimum_train and n_held_out >= minimum_held_out:
         return

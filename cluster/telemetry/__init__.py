@@ -1,7 +1,7 @@
 """Telemetry and accounting core: spans in, CPS / success / energy figures and Prometheus text out.
 
 Modules: `semconv` (names), `tracing` (provider, propagation), `export` (bounded OTLP export with
-loss counts), `accounting` + `aggregate` (windowed books from spans), `metrics` (Prometheus),
+loss counts), `accounting` + `aggregate` (records from spans), `window` (the books), `metrics` (Prometheus),
 `energy` (meters and apportionment).
 
 Names are imported lazily so that `cluster.telemetry.energy` (stdlib only) can run on a GPU box
@@ -13,7 +13,8 @@ from typing import Any
 
 _EXPORTS: dict[str, str] = {  # public name -> defining module
     "AccountingSpanProcessor": "accounting",
-    "UnknownRequestError": "accounting",
+    "RequestWindow": "window",
+    "UnknownRequestError": "window",
     "SNAPSHOT_KEYS": "aggregate",
     "EnergyMeter": "energy",
     "EnergyMeterUnavailable": "energy",
@@ -50,6 +51,7 @@ __all__ = [
     "ModelledEnergyMeter",
     "NvmlEnergyMeter",
     "RaplEnergyMeter",
+    "RequestWindow",
     "TracingSettings",
     "UnknownRequestError",
     "apportion",

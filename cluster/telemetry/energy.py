@@ -7,6 +7,7 @@ metered total; `apportion` splits it (by tokens or engine time) without creating
 """
 
 import math
+import os
 import re
 import time
 from abc import ABC, abstractmethod
@@ -35,20 +36,40 @@ class EnergyMeter(ABC):
         """Joules consumed since construction; monotonic non-decreasing."""
 
 
+def assigned_gpus(environ: Mapping[str, str]) -> list[str] | None:
+    """The GPUs this process was given, as `CUDA_VISIBLE_DEVICES` names them (Ray sets it for each replica from
+    the accelerator ids it assigned): indices or `GPU-`/`MIG-` UUIDs. None when unset (every GPU is this
+    process's); an empty list when set empty (none is)."""
+    value = environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 class NvmlEnergyMeter(EnergyMeter):
-    """GPU board energy from NVML's `nvmlDeviceGetTotalEnergyConsumption` (mJ, Volta and newer)."""
+    """GPU board energy from NVML's `nvmlDeviceGetTotalEnergyConsumption` (mJ, Volta and newer), over the GPUs
+    this replica was given only: on a node with several GPUs, a neighbour's work is not this replica's energy.
+
+    `devices` are `CUDA_VISIBLE_DEVICES` entries (default: this process's, see `assigned_gpus`). An index is an
+    NVML index, which is PCI bus order, as Ray numbers GPUs; a UUID is looked up as such.
+    """
 
     source = EnergySource.NVML
 
-    def __init__(self, device_indices: Sequence[int] | None = None) -> None:
+    def __init__(self, devices: Sequence[str] | None = None) -> None:
+        devices = assigned_gpus(os.environ) if devices is None else devices
         try:
             import pynvml
 
             pynvml.nvmlInit()
-            indices = range(pynvml.nvmlDeviceGetCount()) if device_indices is None else device_indices
-            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in indices]
+            if devices is None:
+                self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+            else:
+                self._handles = [pynvml.nvmlDeviceGetHandleByIndex(int(device)) if device.isdigit()
+                                 else pynvml.nvmlDeviceGetHandleByUUID(device) for device in devices]
             if not self._handles:
-                raise EnergyMeterUnavailable("NVML reports no GPU")
+                raise EnergyMeterUnavailable("no GPU is assigned to this process" if devices is not None
+                                             else "NVML reports no GPU")
             self._read_mj = pynvml.nvmlDeviceGetTotalEnergyConsumption
             self._origin_mj = self._total_mj()
         except ImportError as exc:

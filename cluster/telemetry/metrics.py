@@ -1,12 +1,12 @@
 """Prometheus exposition: windowed accounting figures, GenAI histograms and span-export losses.
 
-The accounting figures are read from `AccountingSpanProcessor.snapshot()` at scrape time by a custom
-collector, so there is one set of books. Histograms cannot be rebuilt from a snapshot (it keeps
+The accounting figures are read from the books' snapshot at scrape time by a custom collector (the gateway
+passes the cluster-wide one), so there is one set of books. Histograms cannot be rebuilt from a snapshot (it keeps
 percentiles, not buckets), so `GenAiMetricsProcessor` observes tier-attempt spans as they end and feeds
 the GenAI client/server histograms, named as OpenTelemetry's Prometheus mapping names them.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from opentelemetry.context import Context
@@ -54,12 +54,18 @@ class AccountingCollector(Collector):
     left out rather than reported as 0.
     """
 
-    def __init__(self, accounting: AccountingSpanProcessor, export_counter: ExportCounter | None = None) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], dict[str, Any]],
+        accounting: AccountingSpanProcessor,
+        export_counter: ExportCounter | None = None,
+    ) -> None:
+        self._snapshot = snapshot
         self._accounting = accounting
         self._export_counter = export_counter
 
     def collect(self) -> Iterator[Metric]:
-        rows = self._rows(self._accounting.snapshot())
+        rows = self._rows(self._snapshot())
         for key, (name, doc) in _GAUGES.items():
             family = GaugeMetricFamily(name, doc, labels=("scope", "name"))
             for scope, label, figures in rows:

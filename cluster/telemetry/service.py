@@ -1,31 +1,29 @@
 """The gateway's telemetry in one object: tracer, accounting books, Prometheus registry, export counts.
 
 Built once per gateway replica. Everything the product reports (the JSON report, `/metrics`, `cascade
-report`) reads the same `AccountingSpanProcessor`, which is fed by the same spans that are exported.
+report`) reads the same books, fed by records built from the same spans that are exported.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from cluster.telemetry.accounting import AccountingSpanProcessor
+from cluster.telemetry.aggregate import RequestRecord
 from cluster.telemetry.export import ExportCounter
 from cluster.telemetry.metrics import AccountingCollector, GenAiMetricsProcessor, exposition
-from cluster.telemetry.tracing import TracingSettings, configure_tracing
-
-OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+from cluster.telemetry.tracing import TracingSettings, apply_otel_environment, configure_tracing
 
 
 def resolve_settings(settings: TracingSettings, service_name: str) -> TracingSettings:
-    """The standard OTEL_EXPORTER_OTLP_ENDPOINT variable (what the Helm chart sets) wins over the config."""
-    endpoint = os.environ.get(OTLP_ENDPOINT_ENV) or settings.otlp_endpoint
-    return settings.model_copy(update={"otlp_endpoint": endpoint, "service_name": service_name})
+    """The config's settings under OpenTelemetry's own environment variables (what the Helm chart sets)."""
+    return apply_otel_environment(settings, os.environ).model_copy(update={"service_name": service_name})
 
 
 def deployment_tracer(settings: TracingSettings, service_name: str) -> trace.Tracer:
@@ -33,25 +31,28 @@ def deployment_tracer(settings: TracingSettings, service_name: str) -> trace.Tra
     return configure_tracing(resolve_settings(settings, service_name)).get_tracer("slm-cascade")
 
 
-@dataclass
 class GatewayTelemetry:
-    tracer: trace.Tracer
-    accounting: AccountingSpanProcessor
-    registry: CollectorRegistry
-    export_counter: ExportCounter
+    """Tracer, span-built accounting records, Prometheus registry and export counts of one gateway replica.
 
-    @classmethod
-    def start(cls, settings: TracingSettings) -> GatewayTelemetry:
+    Records go to `sink` (the cluster's books); the report and `/metrics` are rendered from a snapshot of those
+    books that the caller fetched, so every replica reports the same figures.
+    """
+
+    def __init__(self, settings: TracingSettings, sink: Callable[[RequestRecord], None]) -> None:
         settings = resolve_settings(settings, settings.service_name)
-        accounting = AccountingSpanProcessor()
-        registry = CollectorRegistry()
-        counter = ExportCounter()
-        registry.register(AccountingCollector(accounting, counter))
-        provider = configure_tracing(settings, accounting, GenAiMetricsProcessor(registry), export_counter=counter)
-        return cls(provider.get_tracer("slm-cascade"), accounting, registry, counter)
+        self.accounting = AccountingSpanProcessor(sink)
+        self.registry = CollectorRegistry()
+        self.export_counter = ExportCounter()
+        self._scraped: dict[str, Any] = {}
+        self.registry.register(AccountingCollector(lambda: self._scraped, self.accounting, self.export_counter))
+        provider = configure_tracing(settings, self.accounting, GenAiMetricsProcessor(self.registry),
+                                     export_counter=self.export_counter)
+        self.tracer: trace.Tracer = provider.get_tracer("slm-cascade")
 
-    def report(self) -> dict[str, Any]:
-        return {**self.accounting.snapshot(), "spans": dataclasses.asdict(self.export_counter.snapshot())}
+    def report(self, snapshot: dict[str, Any]) -> dict[str, Any]:
+        """The books' snapshot with this replica's span-export counts."""
+        return {**snapshot, "spans": dataclasses.asdict(self.export_counter.snapshot())}
 
-    def metrics_text(self) -> bytes:
+    def metrics_text(self, snapshot: dict[str, Any]) -> bytes:
+        self._scraped = snapshot  # read by the collector within this same synchronous call
         return exposition(self.registry)

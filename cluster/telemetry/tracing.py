@@ -12,7 +12,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import Span
@@ -23,6 +23,7 @@ from cluster.telemetry.export import CountingBatchSpanProcessor, ExportCounter
 from cluster.telemetry.semconv import GEN_AI_INPUT_MESSAGES, GEN_AI_OUTPUT_MESSAGES
 
 OtlpProtocol = Literal["grpc", "http"]
+COMPONENT_ATTRIBUTE = "cascade.component"
 
 
 class TracingSettings(BaseModel):
@@ -55,6 +56,50 @@ class TracingSettings(BaseModel):
         return self
 
 
+OTEL_PROTOCOLS: dict[str, OtlpProtocol] = {"grpc": "grpc", "http/protobuf": "http"}
+"""OTEL_EXPORTER_OTLP_PROTOCOL values the Python SDK can send (it has no http/json exporter)."""
+
+
+class OtelEnvironmentError(ValueError):
+    """An OpenTelemetry environment variable holds a value this process cannot honour."""
+
+
+def apply_otel_environment(settings: TracingSettings, environ: Mapping[str, str]) -> TracingSettings:
+    """OpenTelemetry's own exporter variables, read as the SDK specifies them, win over the config.
+
+    `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is the traces URL; else `OTEL_EXPORTER_OTLP_ENDPOINT` is a base, to
+    which OTLP/HTTP appends `/v1/traces`. `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL` is `grpc` or `http/protobuf`.
+    Headers (`OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`) are read by the SDK's exporters themselves, and the service
+    name and resource attributes by `service_resource`.
+    """
+    update: dict[str, Any] = {}
+    protocol_var = next((v for v in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+                         if environ.get(v)), None)
+    if protocol_var is not None:
+        value = environ[protocol_var].strip()
+        if value not in OTEL_PROTOCOLS:
+            raise OtelEnvironmentError(f"{protocol_var}={value!r} is not supported here: use "
+                                       f"{' or '.join(OTEL_PROTOCOLS)}")
+        update["otlp_protocol"] = OTEL_PROTOCOLS[value]
+    protocol = update.get("otlp_protocol", settings.otlp_protocol)
+    if environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        update["otlp_endpoint"] = environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+    elif environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        base = environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        update["otlp_endpoint"] = base if protocol == "grpc" else base.rstrip("/") + "/v1/traces"
+    return settings.model_copy(update=update)
+
+
+def service_resource(component: str) -> Resource:
+    """The resource spans carry: `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` as the SDK reads them, the
+    component's name as `service.name` only when they set none, and always as `cascade.component`, so the
+    gateway and each tier stay apart when a chart gives every pod one service name."""
+    attributes = {COMPONENT_ATTRIBUTE: component}
+    if SERVICE_NAME not in OTELResourceDetector().detect().attributes:
+        attributes[SERVICE_NAME] = component
+    return Resource.create(attributes)
+
+
 def configure_tracing(
     settings: TracingSettings,
     *processors: SpanProcessor,
@@ -65,7 +110,7 @@ def configure_tracing(
     Pass the `AccountingSpanProcessor` (and `GenAiMetricsProcessor`) as `processors`; pass the
     `ExportCounter` that the metrics collector reads so dropped spans show on `/metrics`.
     """
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: settings.service_name}))
+    provider = TracerProvider(resource=service_resource(settings.service_name))
     for processor in processors:
         provider.add_span_processor(processor)
     if settings.otlp_endpoint is not None:

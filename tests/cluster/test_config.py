@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +81,20 @@ def test_cli_up_rejects_invalid_config_before_starting(tmp_path: Path) -> None:
     result = subprocess.run([CASCADE, "up", "--config", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "tiers.0.price.output_per_1m_usd" in result.stderr
+    assert "starting Ray" not in result.stderr
+
+
+def test_cli_up_refuses_a_remote_tier_whose_key_variable_is_unset_by_its_name(tmp_path: Path) -> None:
+    data = _default()
+    data["tiers"].append({"kind": "remote", "name": "hosted", "base_url": "https://api.example.com/v1",
+                          "remote_model": "big", "api_key_env": "CASCADE_TEST_NEVER_SET_KEY"})
+    path = tmp_path / "remote.yaml"
+    path.write_text(yaml.safe_dump(data))
+    env = {k: v for k, v in os.environ.items() if k != "CASCADE_TEST_NEVER_SET_KEY"}
+    result = subprocess.run([CASCADE, "up", "--config", str(path)], capture_output=True, text=True, timeout=60,
+                            env=env)
+    assert result.returncode != 0
+    assert "tier 'hosted' reads its API key from CASCADE_TEST_NEVER_SET_KEY" in result.stderr
     assert "starting Ray" not in result.stderr
 
 

@@ -67,6 +67,8 @@ CASES: dict[str, tuple[bytes, str, int, str | None]] = {
                                    "tool_choice"),
     "deeply_nested_body": (b"[" * 100_000, "application/json", 400, None),
     "n_above_one_on_cascade": (with_(n=2), "application/json", 400, "n"),
+    "stream_options_not_an_object": (with_(stream=True, stream_options="yes"), "application/json", 400,
+                                     "stream_options"),
 }
 
 
@@ -77,7 +79,8 @@ def test_bad_input_gets_openai_error_and_replica_keeps_serving(cluster: str, cas
     assert status == expected_status, body
     error = body["error"]
     assert set(error) == {"message", "type", "param", "code"}
-    assert error["message"] and error["type"] == "invalid_request_error" or status == 404
+    assert error["message"]
+    assert error["type"] == ("not_found_error" if status == 404 else "invalid_request_error"), error
     if expected_param is not None:
         assert error["param"] is not None and error["param"].startswith(expected_param)
     follow_up_status, _, follow_up = post(cluster, with_())

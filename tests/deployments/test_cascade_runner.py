@@ -103,6 +103,66 @@ def test_tier_error_escalates_and_feeds_the_circuit_breaker() -> None:
     assert second["tiers_tried"] == ["llm"], "a tier in cooldown is skipped"
 
 
+class GatedTier(ScriptedTier):
+    """A scripted tier whose answers wait until the test opens the gate: a probe that is still out."""
+
+    def __init__(self, name: str, *script: ChatResult | Exception) -> None:
+        super().__init__(name, *script)
+        self.gate = asyncio.Event()
+
+    async def chat(self, body: dict[str, Any]) -> ChatResult:
+        self.bodies.append(body)
+        await self.gate.wait()
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+
+@pytest.mark.parametrize("probe_succeeds", [True, False])
+def test_after_cooldown_exactly_one_probe_decides_while_concurrent_requests_go_elsewhere(probe_succeeds) -> None:
+    now = [0.0]
+    breaker = TierCooldown(failure_threshold=1, window_s=60, cooldown_s=10)
+    breaker.record_error(0.0)  # open until t=10
+    probe_answer = reply('{"n": 1}') if probe_succeeds else GatewayError(503, "down", code="tier_unavailable")
+    slm = GatedTier("slm", probe_answer, reply('{"n": 2}'))
+    llm = ScriptedTier("llm", *(reply('{"n": 3}') for _ in range(7)))
+    runner = CascadeRunner(RouteConfig(name="r"), [Tier(slm, TierPrice(1, 1), breaker), tier(llm, 10.0)],
+                           clock=lambda: now[0])
+
+    async def scenario() -> tuple[list, list]:
+        now[0] = 10.0  # the cooldown is over
+        concurrent = [asyncio.create_task(runner.run(REQUEST)) for _ in range(6)]
+        for _ in range(1000):  # let every request run as far as it can while the probe is out
+            await asyncio.sleep(0)
+        assert (len(slm.bodies), len(llm.bodies)) == (1, 5), "one probe reached the tier, the rest went elsewhere"
+        slm.gate.set()
+        results = await asyncio.gather(*concurrent)
+        now[0] = 11.0
+        return [r.report() for r in results], (await runner.run(REQUEST)).report()
+
+    reports, after = asyncio.run(scenario())
+    assert sorted(r["tiers_tried"][0] for r in reports) == ["llm"] * 5 + ["slm"]
+    if probe_succeeds:
+        assert after["tiers_tried"] == ["slm"], "the probe's success closed the breaker"
+    else:
+        assert after["tiers_tried"] == ["llm"] and len(slm.bodies) == 1, "the probe's error opened it again"
+
+
+def test_a_refused_provider_key_escalates_with_its_own_reason_and_counts_for_the_breaker() -> None:
+    breaker = TierCooldown(failure_threshold=2, window_s=60, cooldown_s=60)
+    refused = GatewayError(502, "tier 'remote' refused this cluster's API key (HTTP 401)", code="tier_auth_refused")
+    remote = ScriptedTier("remote", refused, refused)
+    local = ScriptedTier("local", reply('{"n": 1}'), reply('{"n": 2}'))
+    runner = CascadeRunner(RouteConfig(name="r"), [Tier(remote, TierPrice(1, 1), breaker), tier(local, 10.0)],
+                           clock=lambda: 5.0)
+    report = run(runner).report()
+    assert report["escalation_reason"] == "tier_auth_refused" and report["final_tier"] == "local"
+    assert "refused this cluster's API key" in report["attempts"][0]["error"]
+    run(runner)
+    assert not breaker.available(5.0), "two refusals in a row opened the breaker"
+
+
 def test_client_errors_from_a_tier_are_not_escalated() -> None:
     slm = ScriptedTier("slm", GatewayError(400, "prompt too long"))
     with pytest.raises(GatewayError, match="prompt too long"):

@@ -59,12 +59,17 @@ def test_answer_is_returned_under_the_tier_name_with_the_key_sent(provider_url, 
     assert Provider.seen_auth[-1] == f"Bearer {KEY}"
 
 
-@pytest.mark.parametrize("status", [401, 403, 404, 429, 500, 503])
-def test_provider_failures_are_tier_failures_and_never_echo_the_provider(provider_url, monkeypatch, status) -> None:
+@pytest.mark.parametrize(("status", "code"), [(401, "tier_auth_refused"), (403, "tier_auth_refused"),
+                                               (404, "tier_error"), (429, "tier_error"), (500, "tier_error"),
+                                               (503, "tier_error")])
+def test_provider_failures_are_tier_failures_and_never_echo_the_provider(provider_url, monkeypatch, status,
+                                                                         code) -> None:
     with pytest.raises(GatewayError) as raised:
         call(provider_url, status, {"error": {"message": f"Incorrect API key provided: {KEY[:6]}***"}}, monkeypatch)
-    assert raised.value.status == 502 and raised.value.code == "tier_error"
+    assert raised.value.status == 502 and raised.value.code == code
     assert KEY[:6] not in raised.value.message
+    if code == "tier_auth_refused":  # an operator must act: the message says on what, never with the key
+        assert "refused this cluster's API key" in raised.value.message and "PROVIDER_KEY" in raised.value.message
 
 
 @pytest.mark.parametrize("payload", [{"choices": []}, ["not", "a", "completion"], {"id": "x"}])

@@ -7,7 +7,6 @@ import this file).
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +14,6 @@ import yaml
 
 from cluster.render import CHART_DIR, load_values, manifests, render_chart
 
-REPO = Path(__file__).resolve().parents[2]
 RELEASE = "test-release"  # a fixed release name, as helm-unittest suites use
 NAMESPACE = "serving"
 # Every values file the chart ships: the defaults plus each example.
@@ -25,8 +23,6 @@ VALUES_FILES = {"defaults": None} | {path.stem: path for path in sorted((CHART_D
 class Chart:
     release = RELEASE
     namespace = NAMESPACE
-    # The KubeRay CRDs: ../shared/kuberay beside the clone (CI), i.e. /work/shared/kuberay for /work/main.
-    kuberay_crds = REPO.parent / "shared" / "kuberay"
     examples = sorted((CHART_DIR / "examples").glob("*.yaml"))
 
     @staticmethod

@@ -12,6 +12,8 @@ from policies.access import (
     PermissionDeniedError,
     RateLimitedError,
     RateLimiter,
+    TokenBuckets,
+    TokenLeases,
     generate_api_key,
     hash_api_key,
 )
@@ -309,3 +311,80 @@ def test_buckets_are_per_key():
     limiter.acquire(second)
     with pytest.raises(RateLimitedError, match="'a'"):
         limiter.acquire(first)
+
+
+# --- cluster-wide buckets and replica leases ------------------------------------------------------
+
+
+def test_buckets_grant_whole_tokens_up_to_what_they_hold():
+    clock = FakeClock()
+    buckets = TokenBuckets(clock=clock)
+    assert buckets.grant("a", 60.0, 5, 3) == (3, 0)
+    assert buckets.grant("a", 60.0, 5, 3) == (2, 0)  # only two left
+    assert buckets.grant("a", 60.0, 5, 3) == (0, 1)
+    clock.now += 2.5
+    assert buckets.grant("a", 60.0, 5, 3) == (2, 0)  # 2.5 tokens refilled: two whole ones
+
+
+def test_leases_never_admit_more_than_the_buckets_grant_across_replicas():
+    """Three replicas lease from one set of buckets as `BooksClient` does: a held token if there is one, else a
+    lease; unused tokens given back when their lease is over. Over a simulated minute at 4x the key's rate,
+    admissions stay within what a single bucket allows."""
+    clock = FakeClock()
+    buckets = TokenBuckets(clock=clock)
+    key = make_key(rpm=240.0, burst=4)  # 4 per second
+    size = TokenLeases.lease_size(key)
+    replicas = [TokenLeases(clock=clock) for _ in range(3)]
+
+    def lease(leases: TokenLeases) -> None:
+        leases.hold(key.name, buckets.grant(key.name, key.requests_per_minute, key.burst, size)[0])
+
+    admitted = 0
+    for step in range(60 * 16):  # 16 requests a second, spread round-robin over the replicas
+        clock.now = step / 16
+        for leases in replicas:
+            for name, tokens in leases.expired().items():
+                buckets.refund(name, key.requests_per_minute, key.burst, tokens)
+        leases = replicas[step % 3]
+        if not leases.take(key.name):
+            lease(leases)
+            if not leases.take(key.name):
+                continue
+        admitted += 1
+    assert size == 2
+    assert 4 + 60 * 4 - 3 * size <= admitted <= 4 + 60 * 4  # the limit, less at most the tokens left on leases
+
+
+def test_a_low_rate_key_within_its_limit_is_admitted_on_every_replica():
+    """Burst 2 at 6 a minute: one request on each of two replicas, both within the limit, both admitted (no
+    token parked on the first replica), and the third refused."""
+    clock = FakeClock()
+    buckets = TokenBuckets(clock=clock)
+    key = make_key(rpm=6.0, burst=2)
+    first, second = TokenLeases(clock=clock), TokenLeases(clock=clock)
+    outcomes = []
+    for leases in (first, second, first):
+        granted, _ = buckets.grant(key.name, key.requests_per_minute, key.burst, TokenLeases.lease_size(key))
+        leases.hold(key.name, granted)
+        outcomes.append(leases.take(key.name))
+    assert outcomes == [True, True, False]
+
+
+def test_unused_tokens_go_back_when_the_lease_is_over():
+    clock = FakeClock()
+    buckets, leases = TokenBuckets(clock=clock), TokenLeases(clock=clock)
+    leases.hold("a", buckets.grant("a", 60.0, 3, 3)[0])
+    assert leases.take("a") and leases.expired() == {}
+    clock.now += 0.5
+    returned = leases.expired()
+    assert returned == {"a": 2} and not leases.take("a")
+    buckets.refund("a", 60.0, 3, returned["a"])
+    assert buckets.grant("a", 60.0, 3, 5) == (2, 0)  # 2 given back + 0.5 s of refill: 2.5, so two whole ones
+    buckets.refund("a", 60.0, 3, 10)
+    assert buckets.grant("a", 60.0, 3, 10) == (3, 0)  # never above the burst
+
+
+def test_lease_size_is_half_a_second_of_rate_within_one_and_the_burst():
+    assert TokenLeases.lease_size(make_key(rpm=60.0, burst=10)) == 1
+    assert TokenLeases.lease_size(make_key(rpm=6000.0, burst=10)) == 10
+    assert TokenLeases.lease_size(make_key(rpm=6000.0, burst=100)) == 50

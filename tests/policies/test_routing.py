@@ -142,8 +142,10 @@ def test_failed_probe_after_cooldown_reopens_at_once_and_success_closes():
     breaker = TierCooldown(failure_threshold=3, window_s=10.0, cooldown_s=30.0)
     for t in (0.0, 0.1, 0.2):
         breaker.record_error(t)
-    breaker.record_error(40.0)  # first request after the cooldown fails
+    assert breaker.allow(40.0)  # the probe
+    breaker.record_error(40.0)  # it fails
     assert not breaker.available(40.0) and breaker.available(70.0)
+    assert breaker.allow(70.0)
     breaker.record_success(70.0)
     breaker.record_error(71.0)  # closed again: one error is not enough
     assert breaker.available(71.0)
@@ -167,3 +169,24 @@ def test_cooling_tiers_snapshot():
     breakers[1].record_error(5.0)
     assert cooling_tiers(breakers, 6.0) == frozenset({1})
     assert cooling_tiers(breakers, 5.0 + breakers[1].cooldown_s) == frozenset()
+
+
+def test_half_open_lets_exactly_one_probe_through_until_it_reports_or_goes_stale():
+    breaker = TierCooldown(failure_threshold=1, window_s=10.0, cooldown_s=30.0)
+    breaker.record_error(0.0)
+    assert not breaker.allow(29.9)
+    assert breaker.allow(30.0)  # the probe
+    assert not breaker.available(30.0) and not breaker.allow(31.0), "one probe at a time"
+    breaker.record_error(35.0)  # an error while half-open: the probe failed, open again
+    assert not breaker.allow(64.9) and breaker.allow(65.0)
+    assert not breaker.allow(90.0)  # that probe is still out
+    assert breaker.allow(95.0), "a probe silent for a whole cooldown is given up"
+    breaker.record_success(96.0)
+    assert all(breaker.allow(96.0) for _ in range(3)), "closed: everyone"
+
+
+def test_errors_of_requests_sent_before_it_opened_do_not_extend_the_cooldown():
+    breaker = TierCooldown(failure_threshold=1, window_s=10.0, cooldown_s=30.0)
+    breaker.record_error(0.0)
+    breaker.record_error(5.0)  # in flight when it opened
+    assert breaker.allow(30.0)

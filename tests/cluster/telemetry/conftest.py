@@ -13,6 +13,7 @@ from opentelemetry.trace import Tracer, set_span_in_context
 
 from cluster.telemetry import semconv as sc
 from cluster.telemetry.accounting import AccountingSpanProcessor
+from cluster.telemetry.window import RequestWindow
 
 MS = 1_000_000  # ns per ms
 
@@ -32,6 +33,7 @@ class Harness:
     provider: TracerProvider
     tracer: Tracer
     accounting: AccountingSpanProcessor
+    window: RequestWindow
     exported: InMemorySpanExporter
     clock: FakeClock
 
@@ -77,14 +79,15 @@ def clock() -> FakeClock:
 def make_harness(clock: FakeClock) -> Iterator[Callable[..., Harness]]:
     providers: list[TracerProvider] = []
 
-    def make(**accounting_kwargs: Any) -> Harness:
-        accounting = AccountingSpanProcessor(clock=clock, **accounting_kwargs)
+    def make(max_pending_traces: int = 10_000, **window_kwargs: Any) -> Harness:
+        window = RequestWindow(clock=clock, **window_kwargs)
+        accounting = AccountingSpanProcessor(window.add, max_pending_traces=max_pending_traces)
         exported = InMemorySpanExporter()
         provider = TracerProvider(shutdown_on_exit=False)
         provider.add_span_processor(accounting)
         provider.add_span_processor(SimpleSpanProcessor(exported))
         providers.append(provider)
-        return Harness(provider, provider.get_tracer("test"), accounting, exported, clock)
+        return Harness(provider, provider.get_tracer("test"), accounting, window, exported, clock)
 
     yield make
     for provider in providers:

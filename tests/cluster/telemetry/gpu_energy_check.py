@@ -46,7 +46,7 @@ def main() -> None:
     for size in REQUEST_SIZES.values():  # warm up kernels so the first request isn't charged for it
         _matmuls(size, 0.05)
 
-    meter = NvmlEnergyMeter(device_indices=[0])
+    meter = NvmlEnergyMeter(devices=["0"])
     start_j = meter.read_j()
     requests = {}
     for name, size in REQUEST_SIZES.items():

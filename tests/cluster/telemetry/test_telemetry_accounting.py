@@ -7,8 +7,8 @@ import pytest
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from cluster.telemetry import semconv as sc
-from cluster.telemetry.accounting import AccountingSpanProcessor, UnknownRequestError
 from cluster.telemetry.aggregate import SNAPSHOT_KEYS
+from cluster.telemetry.window import RequestWindow, UnknownRequestError
 
 SUCCESS = {sc.CASCADE_OUTCOME: "success"}
 FAILURE = {sc.CASCADE_OUTCOME: "failure"}
@@ -73,7 +73,7 @@ def four_requests(harness):
 
 
 def test_snapshot_has_exactly_the_agreed_keys(four_requests):
-    snap = four_requests.accounting.snapshot()
+    snap = four_requests.window.snapshot()
     assert set(snap) == {"overall", "routes", "tiers"}
     groups = [snap["overall"], *snap["routes"].values(), *snap["tiers"].values()]
     assert all(tuple(group) == SNAPSHOT_KEYS for group in groups)
@@ -96,7 +96,7 @@ def test_snapshot_has_exactly_the_agreed_keys(four_requests):
 
 
 def test_overall_matches_hand_computation(four_requests):
-    overall = four_requests.accounting.snapshot()["overall"]
+    overall = four_requests.window.snapshot()["overall"]
     assert overall["requests"] == 4
     assert overall["successes"] == 3
     assert overall["cps"] == pytest.approx(0.036 / 3)  # every attempt's cost, failed r3 included
@@ -115,7 +115,7 @@ def test_overall_matches_hand_computation(four_requests):
 
 
 def test_routes_and_tiers_match_hand_computation(four_requests):
-    snap = four_requests.accounting.snapshot()
+    snap = four_requests.window.snapshot()
     chat, tools = snap["routes"]["chat"], snap["routes"]["tools"]
     assert (chat["requests"], chat["successes"], chat["cps"]) == (2, 2, pytest.approx(0.012 / 2))
     assert (chat["energy_per_request_j"], chat["energy_source"]) == (31.0, "nvml")
@@ -135,8 +135,8 @@ def test_routes_and_tiers_match_hand_computation(four_requests):
 
 
 def test_late_feedback_updates_request_and_final_attempt(four_requests):
-    four_requests.accounting.record_feedback("r3", True)
-    snap = four_requests.accounting.snapshot()
+    four_requests.window.record_feedback("r3", True)
+    snap = four_requests.window.snapshot()
     assert snap["overall"]["successes"] == 4
     assert snap["overall"]["cps"] == pytest.approx(0.036 / 4)
     assert snap["tiers"]["large"]["successes"] == 2
@@ -145,7 +145,7 @@ def test_late_feedback_updates_request_and_final_attempt(four_requests):
 
 def test_feedback_for_unknown_request_raises(harness):
     with pytest.raises(UnknownRequestError):
-        harness.accounting.record_feedback("never-seen", True)
+        harness.window.record_feedback("never-seen", True)
 
 
 def test_time_window_evicts_old_requests_and_their_feedback(make_harness, clock):
@@ -153,43 +153,43 @@ def test_time_window_evicts_old_requests_and_their_feedback(make_harness, clock)
     h.request("old", "chat", [("small", 10, _cost(1.0))], duration_ms=10, attrs=SUCCESS)
     clock.now = 5.0
     h.request("new", "chat", [("small", 10, _cost(3.0))], duration_ms=10, attrs=SUCCESS)
-    assert h.accounting.snapshot()["overall"]["requests"] == 2
+    assert h.window.snapshot()["overall"]["requests"] == 2
     clock.now = 12.0
-    overall = h.accounting.snapshot()["overall"]
+    overall = h.window.snapshot()["overall"]
     assert (overall["requests"], overall["cps"]) == (1, 3.0)
     with pytest.raises(UnknownRequestError):
-        h.accounting.record_feedback("old", False)
-    h.accounting.record_feedback("new", False)
+        h.window.record_feedback("old", False)
+    h.window.record_feedback("new", False)
     clock.now = 15.01
-    assert h.accounting.snapshot()["overall"]["requests"] == 0
+    assert h.window.snapshot()["overall"]["requests"] == 0
 
 
 def test_count_window_keeps_the_newest(make_harness):
     h = make_harness(max_requests=2)
     for i in range(5):
         h.request(f"r{i}", "chat", [("small", 10, _cost(float(i)))], duration_ms=10, attrs=SUCCESS)
-    overall = h.accounting.snapshot()["overall"]
+    overall = h.window.snapshot()["overall"]
     assert (overall["requests"], overall["cps"]) == (2, pytest.approx((3 + 4) / 2))
 
 
 def test_cps_rule_for_no_successes(make_harness):
     spent = make_harness()
     spent.request("a", "chat", [("small", 10, _cost(0.5))], duration_ms=10, attrs=FAILURE)
-    assert spent.accounting.snapshot()["overall"]["cps"] == math.inf
+    assert spent.window.snapshot()["overall"]["cps"] == math.inf
     free = make_harness()
     free.request("a", "chat", [("small", 10, {})], duration_ms=10, attrs=FAILURE)
-    assert free.accounting.snapshot()["overall"]["cps"] is None
+    assert free.window.snapshot()["overall"]["cps"] is None
 
 
 def test_empty_window_reports_none_not_zero(harness):
-    overall = harness.accounting.snapshot()["overall"]
+    overall = harness.window.snapshot()["overall"]
     assert overall["requests"] == 0
     assert all(overall[k] is None for k in ("cps", "success_rate", "latency_p50_ms", "energy_source"))
 
 
 def test_unlabelled_energy_counts_as_modelled(harness):
     harness.request("a", "chat", [("small", 10, {sc.CASCADE_ENERGY_J: 3.0})], duration_ms=10, attrs=SUCCESS)
-    assert harness.accounting.snapshot()["overall"]["energy_source"] == "model"
+    assert harness.window.snapshot()["overall"]["energy_source"] == "model"
 
 
 def test_outcome_falls_back_to_span_status(harness):
@@ -198,7 +198,7 @@ def test_outcome_falls_back_to_span_status(harness):
     root = harness.tracer.start_span(sc.SPAN_REQUEST, attributes={sc.CASCADE_REQUEST_ID: "x"})
     root.set_status(StatusCode.ERROR)
     root.end()
-    assert harness.accounting.snapshot()["overall"]["successes"] == 0
+    assert harness.window.snapshot()["overall"]["successes"] == 0
 
 
 def test_requests_sharing_a_client_trace_keep_their_own_attempts(harness):
@@ -213,7 +213,7 @@ def test_requests_sharing_a_client_trace_keep_their_own_attempts(harness):
         attrs=SUCCESS,
         context=parent,
     )
-    snap = harness.accounting.snapshot()
+    snap = harness.window.snapshot()
     assert snap["overall"]["cps"] == pytest.approx(7.0 / 2)
     assert snap["tiers"]["small"]["requests"] == 2 and snap["tiers"]["large"]["requests"] == 1
 
@@ -235,11 +235,11 @@ def test_concurrent_requests_are_all_counted(harness):
         t.start()
     for t in threads:
         t.join()
-    overall = harness.accounting.snapshot()["overall"]
+    overall = harness.window.snapshot()["overall"]
     assert overall["requests"] == 400
     assert overall["cps"] == pytest.approx(0.01)
 
 
 def test_window_must_be_bounded():
     with pytest.raises(ValueError):
-        AccountingSpanProcessor(max_requests=None, window_s=None)
+        RequestWindow(max_requests=None, window_s=None)

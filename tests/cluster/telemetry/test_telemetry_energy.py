@@ -2,6 +2,7 @@
 
 import math
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,59 @@ def test_nvml_meter_reads_real_gpu_energy():
     second = meter.read_j()
     assert meter.source is EnergySource.NVML
     assert 0 <= first <= second
+
+
+class FakeNvml:
+    """pynvml's calls the meter makes, over a fake node of four GPUs whose counters the test sets (mJ)."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self) -> None:
+        self.uuids = [f"GPU-{i:04d}" for i in range(4)]
+        self.energy_mj = [0, 0, 0, 0]
+
+    def nvmlInit(self) -> None:
+        return None
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 4
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        if not 0 <= index < 4:
+            raise self.NVMLError(f"invalid index {index}")
+        return index
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> int:
+        if uuid not in self.uuids:
+            raise self.NVMLError(f"no device {uuid}")
+        return self.uuids.index(uuid)
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: int) -> int:
+        return self.energy_mj[handle]
+
+
+@pytest.mark.parametrize(("visible", "measured_j"), [
+    ("1,3", 3.0 + 5.0),  # Ray gave this replica GPUs 1 and 3: only theirs counts
+    ("GPU-0002", 4.0),  # named by UUID
+    (None, 2.0 + 3.0 + 4.0 + 5.0),  # nothing set: the process owns every GPU
+])
+def test_the_nvml_meter_reads_only_the_gpus_this_replica_was_given(monkeypatch, visible, measured_j):
+    fake = FakeNvml()
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    meter = NvmlEnergyMeter()
+    fake.energy_mj = [2000, 3000, 4000, 5000]
+    assert meter.read_j() == pytest.approx(measured_j)
+
+
+def test_a_replica_given_no_gpu_has_no_nvml_meter(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml())
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(EnergyMeterUnavailable, match="no GPU is assigned"):
+        NvmlEnergyMeter()
+    with pytest.raises(EnergyMeterUnavailable, match="no device GPU-9"):
+        NvmlEnergyMeter(devices=["GPU-9"])

@@ -16,7 +16,7 @@ def scraped(harness):
     registry = CollectorRegistry()
     counter = ExportCounter()
     counter.add(exported=5, failed=2, dropped=3)
-    registry.register(AccountingCollector(harness.accounting, counter))
+    registry.register(AccountingCollector(harness.window.snapshot, harness.accounting, counter))
     harness.provider.add_span_processor(GenAiMetricsProcessor(registry))
     model = {
         sc.GEN_AI_OPERATION_NAME: "chat",
@@ -107,7 +107,7 @@ def test_histograms_and_drop_counters(scraped):
 
 def test_infinite_cps_is_exposed_as_plus_inf(harness):
     registry = CollectorRegistry()
-    registry.register(AccountingCollector(harness.accounting))
+    registry.register(AccountingCollector(harness.window.snapshot, harness.accounting))
     harness.request(
         "a", "chat", [("small", 10, {sc.CASCADE_COST_USD: 1.0})], duration_ms=10, attrs={sc.CASCADE_OUTCOME: "failure"}
     )
