@@ -1,7 +1,7 @@
 """`cascade report`: the gateway's accounting as a terminal table, JSON, or a PNG of cost and latency.
 
-The figures come from `GET /v1/cascade/report`, which the gateway computes from its own spans. Energy is
-labelled with its source on every line: `model` figures are estimates (watts x engine time), `nvml` and
+The figures come from `GET /v1/cascade/report`: the cluster's books, built from every gateway replica's spans.
+Energy is labelled with its source on every line: `model` figures are estimates (watts x engine time), `nvml` and
 `rapl` are meter readings, `mixed` means both went into the figure.
 """
 

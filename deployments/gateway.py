@@ -386,9 +386,10 @@ class Gateway:
 
     @api.get("/v1/cascade/report")
     async def http_report(self, request: Request) -> dict[str, Any]:
-        """The cluster's accounting over its sliding window: CPS, rates, latency, tokens, energy and source."""
+        """The cluster's accounting over its sliding window: CPS, rates, latency, tokens, energy and source; and
+        what this replica could not deliver to the books (`books_dropped`, 0 unless they were long unreachable)."""
         self._authenticate(request)
-        return self.telemetry.report(await self._books_snapshot())
+        return {**self.telemetry.report(await self._books_snapshot()), "books_dropped": self.books.dropped}
 
     @api.post("/v1/cascade/feedback/{request_id}", openapi_extra=json_body(FEEDBACK_SCHEMA))
     async def http_feedback(self, request_id: str, request: Request, response: Response) -> dict[str, Any]:
