@@ -5,9 +5,12 @@ Each case's right answer is its first acceptable value per argument. Prints one 
     .venv/bin/python benchmarks/grounding_on_bfcl_truth.py
 """
 import json
+
 from bench.bfcl import load_cases
 from policies.grounding import GroundingVerifier, conversation_text
 from policies.verifiers import Candidate, ToolCall
+
+
 def leaves(v):
     if isinstance(v, dict):
         for x in v.values(): yield from leaves(x)

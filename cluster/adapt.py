@@ -263,10 +263,10 @@ def format_adapt_result(result: AdaptResult) -> str:
     t = result.training
     rows = [
         ("route", result.route),
-        ("examples", f"{result.recorded} recorded, {result.used} usable ({result.skipped} skipped: free text or "
-                     f"not fitting the request), {result.held_out} held out"),
-        ("training", f"{t.examples} pairs ({t.too_long} too long), {t.epochs} epochs, rank {t.rank}, "
-                     f"loss {t.first_loss:.3f} -> {t.last_loss:.3f}, {t.seconds:.0f} s"),
+        ("examples", (f"{result.recorded} recorded, {result.used} usable ({result.skipped} skipped: free text or "
+                     f"not fitting the request), {result.held_out} held out")),
+        ("training", (f"{t.examples} pairs ({t.too_long} too long), {t.epochs} epochs, rank {t.rank}, "
+                     f"loss {t.first_loss:.3f} -> {t.last_loss:.3f}, {t.seconds:.0f} s")),
         ("adapter", f"{result.adapter} at {result.adapter_path}"),
     ]
     lines = [f"{label:<10} {value}" for label, value in rows]

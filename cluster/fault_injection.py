@@ -52,7 +52,7 @@ def replica_processes(app: str, deployment: str) -> list[Replica]:
 def running_replicas(app: str, deployment: str) -> int:
     """RUNNING replicas of the deployment as Serve reports them (a separate process: `cascade status --json`)."""
     cascade = str(Path(sys.executable).with_name("cascade"))
-    result = subprocess.run([cascade, "status", "--json"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([cascade, "status", "--json"], check=False, capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         raise FaultInjectionError(f"`cascade status` failed: {result.stderr.strip()[-300:]}")
     deployments = json.loads(result.stdout)["applications"][app]["deployments"]

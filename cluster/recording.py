@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from cluster.config import RecordingConfig
 from cluster.models import cache_root
@@ -127,18 +127,14 @@ class RecordingStore:
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    def record(self, example: RecordedExample) -> None:
-        """Store one example; recording the same id again is a no-op (a retried write must not duplicate it)."""
-        row = (
-            example.id,
-            example.route,
-            example.tier,
-            example.created_at,
-            json.dumps(example.request, ensure_ascii=False),
-            json.dumps(example.answer, ensure_ascii=False),
-        )
+    def record(self, *examples: RecordedExample) -> None:
+        """Store examples in one transaction; recording an id again is a no-op (a retried write must not
+        duplicate it)."""
+        rows = [(example.id, example.route, example.tier, example.created_at,
+                 json.dumps(example.request, ensure_ascii=False), json.dumps(example.answer, ensure_ascii=False))
+                for example in examples]
         with self._lock, self._db:
-            self._db.execute("INSERT OR IGNORE INTO examples VALUES (?, ?, ?, ?, ?, ?)", row)
+            self._db.executemany("INSERT OR IGNORE INTO examples VALUES (?, ?, ?, ?, ?, ?)", rows)
 
     def count(self, route: str | None = None) -> int:
         """Examples recorded for one route, or for all routes."""
@@ -165,7 +161,7 @@ class RecordingStore:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> RecordingStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

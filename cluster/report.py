@@ -60,7 +60,7 @@ def format_table(report: dict[str, Any]) -> str:
     header = ["", *(title for _, title, _ in COLUMNS)]
     lines = [[label, *(_cell(figures.get(key), fmt) for key, _, fmt in COLUMNS)] for label, figures in rows]
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
-    render = lambda row: "  ".join(cell.rjust(width) if i else cell.ljust(width)  # noqa: E731
+    render = lambda row: "  ".join(cell.rjust(width) if i else cell.ljust(width)
                                    for i, (cell, width) in enumerate(zip(row, widths)))
     return "\n".join([render(header), *map(render, lines)])
 

@@ -88,8 +88,7 @@ class ClusterBooks:
         """Store verified escalations; an id stored before is ignored, so a replica may safely send again."""
         if self._store is None:
             raise RuntimeError("recording is not enabled in this application's config")
-        for example in examples:
-            await asyncio.to_thread(self._store.record, example)
+        await asyncio.to_thread(self._store.record, *examples)
 
     def _open_store(self, recording_path: str | None) -> None:
         if self._store is not None:

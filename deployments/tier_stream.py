@@ -79,7 +79,8 @@ async def accounted_stream(
                 if isinstance(line, StreamSummary):
                     summary = line
                     continue
-                chunk = _chunk(line)
+                # JSON-parse only what the books read: the first chunk (its id) and the usage chunk.
+                chunk = _chunk(line) if request_id is None or '"usage"' in line else None
                 if chunk is not None:
                     request_id = request_id or chunk.get("id")
                     usage = chunk.get("usage") or usage

@@ -228,9 +228,6 @@ class TokenLeases:
         assert key.requests_per_minute is not None
         return max(1, min(key.burst, math.floor(key.requests_per_minute / 60.0 * LEASE_S)))
 
-    def held(self, key_name: str) -> int:
-        return self._held.get(key_name, (0, 0.0))[0]
-
     def take(self, key_name: str) -> bool:
         """Use one held token of the key, if one is held (an expired lease's tokens still count until
         ``expired`` hands them back: they were granted, so using them keeps within the limit)."""
@@ -243,7 +240,7 @@ class TokenLeases:
     def hold(self, key_name: str, tokens: int) -> None:
         """Add a fresh lease's tokens; what is held is given back ``LEASE_S`` from now unless used."""
         if tokens > 0:
-            self._held[key_name] = (self.held(key_name) + tokens, self._clock() + LEASE_S)
+            self._held[key_name] = (self._held.get(key_name, (0, 0.0))[0] + tokens, self._clock() + LEASE_S)
 
     def expired(self, *, all_held: bool = False) -> dict[str, int]:
         """Remove and return the unused tokens of leases past their time (or of all, for a replica that stops),

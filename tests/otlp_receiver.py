@@ -11,6 +11,7 @@ import threading
 from concurrent import futures
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
@@ -95,7 +96,7 @@ class OtlpReceiver(_Received):
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def __enter__(self) -> OtlpReceiver:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -124,7 +125,7 @@ class GrpcOtlpReceiver(_Received):
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self._port}"
 
-    def __enter__(self) -> GrpcOtlpReceiver:
+    def __enter__(self) -> Self:
         self._server.start()
         return self
 

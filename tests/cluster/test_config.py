@@ -78,7 +78,7 @@ def test_cli_up_rejects_invalid_config_before_starting(tmp_path: Path) -> None:
     data["tiers"][0]["price"]["output_per_1m_usd"] = "cheap"
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(data))
-    result = subprocess.run([CASCADE, "up", "--config", str(path)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([CASCADE, "up", "--config", str(path)], check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "tiers.0.price.output_per_1m_usd" in result.stderr
     assert "starting Ray" not in result.stderr
@@ -91,7 +91,7 @@ def test_cli_up_refuses_a_remote_tier_whose_key_variable_is_unset_by_its_name(tm
     path = tmp_path / "remote.yaml"
     path.write_text(yaml.safe_dump(data))
     env = {k: v for k, v in os.environ.items() if k != "CASCADE_TEST_NEVER_SET_KEY"}
-    result = subprocess.run([CASCADE, "up", "--config", str(path)], capture_output=True, text=True, timeout=60,
+    result = subprocess.run([CASCADE, "up", "--config", str(path)], check=False, capture_output=True, text=True, timeout=60,
                             env=env)
     assert result.returncode != 0
     assert "tier 'hosted' reads its API key from CASCADE_TEST_NEVER_SET_KEY" in result.stderr
@@ -99,11 +99,11 @@ def test_cli_up_refuses_a_remote_tier_whose_key_variable_is_unset_by_its_name(tm
 
 
 def test_cli_reports_unreadable_and_non_yaml_files(tmp_path: Path) -> None:
-    missing = subprocess.run([CASCADE, "up", "--config", str(tmp_path / "nope.yaml")], capture_output=True, text=True)
+    missing = subprocess.run([CASCADE, "up", "--config", str(tmp_path / "nope.yaml")], check=False, capture_output=True, text=True)
     assert missing.returncode == 2 and "cannot read config" in missing.stderr
     broken = tmp_path / "broken.yaml"
     broken.write_text("tiers: [unclosed")
-    result = subprocess.run([CASCADE, "up", "--config", str(broken)], capture_output=True, text=True)
+    result = subprocess.run([CASCADE, "up", "--config", str(broken)], check=False, capture_output=True, text=True)
     assert result.returncode == 2 and "not valid YAML" in result.stderr
 
 
@@ -111,7 +111,7 @@ def test_keys_create_prints_the_token_once_and_an_entry_that_matches_it() -> Non
     from policies.access import hash_api_key
 
     result = subprocess.run([CASCADE, "keys", "create", "--name", "ci", "--routes", "default",
-                             "--requests-per-minute", "30"], capture_output=True, text=True, timeout=60)
+                             "--requests-per-minute", "30"], check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     token = result.stdout.strip()
     assert token.startswith("sk-cascade-") and token not in result.stderr

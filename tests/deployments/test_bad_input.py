@@ -7,7 +7,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from auth_keys import ADMIN_HEADERS
 
 GOOD = {"model": "cascade", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}

@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -20,9 +21,9 @@ KEY = "sk-provider-key-123"
 class Provider(BaseHTTPRequestHandler):
     """Answers with the status and body the test put in the request's `user` field; records the auth header."""
 
-    seen_auth: list[str] = []
+    seen_auth: ClassVar[list[str]] = []
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
         Provider.seen_auth.append(self.headers.get("authorization", ""))
         status, payload = body["user"]

@@ -9,7 +9,6 @@ import secrets
 import time
 
 import httpx
-
 from auth_keys import ADMIN_HEADERS
 
 SPAN_WAIT_S = 30.0

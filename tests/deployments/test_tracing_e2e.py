@@ -6,7 +6,6 @@ import secrets
 import time
 
 import httpx
-
 from auth_keys import ADMIN_HEADERS
 
 
