@@ -35,8 +35,10 @@ run: models
 test: setup
 	$(VENV)/bin/python -m pytest
 
+# With the cluster up (`make run`): decode speed, gateway overhead against Serve's floor, throughput at load.
 bench: models
 	$(VENV)/bin/python benchmarks/bench_engine.py
+	$(VENV)/bin/cascade bench throughput --out bench-out/throughput
 
 clean:
 	-$(VENV)/bin/cascade down

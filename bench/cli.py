@@ -128,6 +128,42 @@ def _cmd_load(args: argparse.Namespace) -> int:
 
 
 @_guarded
+def _cmd_throughput(args: argparse.Namespace) -> int:
+    import ray
+    from ray import serve
+
+    from bench.plots import plot_throughput
+    from bench.throughput import format_table, run_throughput, to_json
+    from cluster.config import load_config, tier_deployment_name
+
+    config = load_config(args.config)
+    tier = args.tier or config.vllm_tiers[0].name
+    deployment = tier_deployment_name(tier)
+    levels = [int(level) for level in args.concurrency.split(",")]
+    ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
+
+    def replicas() -> int | None:
+        app = serve.status().applications.get(config.app_name)
+        state = app.deployments.get(deployment) if app is not None else None
+        return None if state is None else state.replica_states.get("RUNNING", 0)
+
+    try:
+        handle = serve.get_deployment_handle(deployment, config.app_name)
+        results = asyncio.run(run_throughput(
+            args.url, handle, tier, levels, args.requests, args.max_tokens, replicas=replicas,
+            on_level=lambda r: _say(f"concurrency {r.concurrency} {r.path}: {r.output_tokens_per_s:.1f} tokens/s")))
+    finally:
+        ray.shutdown()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = to_json(results, {"tier": tier, "max_tokens": args.max_tokens, "requests_per_level": args.requests})
+    (out / "throughput.json").write_text(json.dumps(run, indent=2))
+    print(format_table(results))
+    print(f"plot: {plot_throughput(run, out / 'throughput.png')}")
+    return 0
+
+
+@_guarded
 def _cmd_faults(args: argparse.Namespace) -> int:
     from functools import partial
 
@@ -253,6 +289,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     load.add_argument("--watch-replicas", action="store_true", help="sample Ray Serve replica counts (cascade status)")
     load.add_argument("--out", help="also write the JSON here")
     load.set_defaults(run=_cmd_load)
+
+    throughput = actions.add_parser("throughput", help="streamed throughput and time to first token at each "
+                                    "concurrency, through the gateway and straight to the tier's replicas")
+    throughput.add_argument("--url", default=DEFAULT_URL, help=f"OpenAI base URL, loopback only (default {DEFAULT_URL})")
+    throughput.add_argument("--config", help="config the cluster was started with (default: the embedded default)")
+    throughput.add_argument("--tier", help="tier to load (default: the config's first vLLM tier)")
+    throughput.add_argument("--concurrency", default="1,2,4,8,16", help="comma-separated levels, run in order")
+    throughput.add_argument("--requests", type=int, default=8, help="requests per level and path (at least 2 x level)")
+    throughput.add_argument("--max-tokens", type=int, default=32, help="tokens per answer (ignore_eos: exactly)")
+    throughput.add_argument("--out", default="bench-out/throughput", help="folder for throughput.json and the plot")
+    throughput.set_defaults(run=_cmd_throughput)
 
     faults = actions.add_parser("faults", help="fixed load on the local cluster while a replica or engine is killed")
     faults.add_argument("--url", default=DEFAULT_URL, help=f"OpenAI base URL, loopback only (default {DEFAULT_URL})")

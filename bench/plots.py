@@ -87,6 +87,32 @@ def plot_fault_timeline(run: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def plot_throughput(run: dict[str, Any], path: Path) -> Path:
+    """Output tokens/s and time to first token against concurrency, gateway and direct paths side by side."""
+    plt = _pyplot()
+    figure, (rate_axis, ttft_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, style, color in (("gateway", "o-", "tab:blue"), ("direct", "s--", "tab:orange")):
+        levels = sorted((r for r in run["levels"] if r["path"] == name), key=lambda r: r["concurrency"])
+        concurrency = [r["concurrency"] for r in levels]
+        rate_axis.plot(concurrency, [r["output_tokens_per_s"] for r in levels], style, color=color, label=name)
+        ttft_axis.plot(concurrency, [r["ttft_p50_ms"] for r in levels], style, color=color, label=f"{name} p50")
+        ttft_axis.plot(concurrency, [r["ttft_p95_ms"] for r in levels], style, color=color, alpha=0.4,
+                       label=f"{name} p95")
+    for axis in (rate_axis, ttft_axis):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(sorted({r["concurrency"] for r in run["levels"]}), [str(c) for c in sorted(
+            {r["concurrency"] for r in run["levels"]})])
+        axis.legend(fontsize="small")
+    rate_axis.set(xlabel="concurrent streams", ylabel="output tokens/s",
+                  title=f"tier {run['tier']}: {run['max_tokens']} tokens per answer")
+    ttft_axis.set(xlabel="concurrent streams", ylabel="time to first token (ms)", yscale="log",
+                  title="time to first token")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
 def plot_autoscale_timeline(run: dict[str, Any], path: Path) -> Path:
     """Requests in flight, replicas and pool nodes, and p95 latency over one autoscaling run, phases marked."""
     plt = _pyplot()

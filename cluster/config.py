@@ -66,6 +66,13 @@ class Autoscaling(StrictModel):
         return self
 
 
+# Request routers beyond Serve's default, by config name: Serve's `request_router_config` for each. A path, not an
+# import: cluster/ does not import deployments/.
+REQUEST_ROUTERS: dict[str, dict[str, str]] = {
+    "prefix_affinity": {"request_router_class": "deployments.prefix_router.PrefixAffinityRouter"},
+}
+
+
 class DeploymentOptions(StrictModel):
     """What Ray Serve needs to place and scale one deployment."""
 
@@ -73,15 +80,23 @@ class DeploymentOptions(StrictModel):
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     max_ongoing_requests: int = Field(8, ge=1, description="Requests one replica works on at once.")
     max_queued_requests: int = Field(64, ge=-1, description="Requests a caller may queue; -1 is unbounded.")
+    request_router: Literal["power_of_two", "prefix_affinity"] = Field(
+        "power_of_two", description="How callers pick a replica: Serve's default (the less loaded of two random "
+        "ones), or `prefix_affinity` for model tiers: requests with the same tools and system prompt go to the "
+        "replica whose prefix cache holds them (deployments.prefix_router).",
+    )
 
     def to_serve(self) -> dict[str, Any]:
         """Keyword arguments for `serve.deployment(...).options(...)` and the RayService serve config."""
-        return {
+        options: dict[str, Any] = {
             "ray_actor_options": self.ray_actor_options.to_ray(),
             "autoscaling_config": self.autoscaling.model_dump(exclude_none=True),
             "max_ongoing_requests": self.max_ongoing_requests,
             "max_queued_requests": self.max_queued_requests,
         }
+        if self.request_router in REQUEST_ROUTERS:
+            options["request_router_config"] = dict(REQUEST_ROUTERS[self.request_router])
+        return options
 
 
 ADAPTER_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,40}$"
@@ -129,6 +144,10 @@ class TierConfig(StrictModel):
         "reported with source `model` (no NVML/RAPL counter is read for it).",
     )
     lora: LoraSettings | None = Field(None, description="LoRA adapters served over the model; None: none.")
+    warm_up: bool = Field(
+        True, description="Each replica answers one guided request before it takes traffic (engine, chat template, "
+        "xgrammar's tokenizer data), so no client pays for a cold replica.",
+    )
 
     @model_validator(mode="after")
     def _engine_args_owned_elsewhere(self) -> TierConfig:

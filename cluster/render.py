@@ -57,7 +57,8 @@ def serve_defaults() -> dict[str, Any]:
 
     Serve replaces `ray_actor_options` and `autoscaling_config` whole, so the chart must list them complete,
     exactly as the app's defaults make them: `any` is a deployment given in part, `gateway` and `judge` are the
-    defaults of a gateway or route judge given no `deployment` at all. Generated from the model, never by hand.
+    defaults of a gateway or route judge given no `deployment` at all; `request_routers` maps a deployment's
+    `request_router` to Serve's `request_router_config`. Generated from the model, never by hand.
     """
     from cluster import config as model
 
@@ -68,7 +69,7 @@ def serve_defaults() -> dict[str, Any]:
         return cls.model_fields["deployment"].get_default(call_default_factory=True).to_serve()
 
     return {"any": model.DeploymentOptions().to_serve(), "gateway": default("GatewayConfig"),
-            "judge": default("JudgeConfig"), "tier": default("TierConfig")}
+            "judge": default("JudgeConfig"), "tier": default("TierConfig"), "request_routers": model.REQUEST_ROUTERS}
 
 
 def write_serve_defaults(path: str | Path = SERVE_DEFAULTS_FILE) -> Path:

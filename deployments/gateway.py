@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import json
 import re
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
@@ -68,6 +69,7 @@ api = FastAPI(title="slm-cascade", description="OpenAI-compatible gateway of an 
 DEADLINE_HEADER = "x-cascade-deadline-s"
 REPLICA_HEADER = "x-cascade-gateway-replica"
 TRACE_HEADERS = ("traceparent", "tracestate")
+SCHEMA_KEYS_KEPT = 256  # as many as policies.verifiers keeps compiled schemas
 
 
 def replica_headers() -> dict[str, str]:
@@ -168,6 +170,16 @@ def request_deadline(request: ChatRequest, header: str | None, gateway: GatewayC
     return value
 
 
+def schema_key(request: Any) -> str | None:
+    """A request body's schema-bearing fields as JSON text: what its validation costs depends on them alone."""
+    if not isinstance(request, dict):
+        return None
+    try:
+        return json.dumps([request.get("tools"), request.get("response_format")])
+    except (TypeError, ValueError, RecursionError):
+        return None  # not JSON: `_validate` says why
+
+
 def trace_carrier(headers: Mapping[str, str]) -> dict[str, str]:
     """Only the W3C trace headers travel on; the rest (the caller's key among them) stays at the edge."""
     return {name: headers[name] for name in TRACE_HEADERS if name in headers}
@@ -260,6 +272,7 @@ class Gateway:
             )
             for route in self.config.routes
         }
+        self._validated_schemas: OrderedDict[str, None] = OrderedDict()
         # A tier addressed by name is a one-tier route: verified and reported, never escalated, never repaired.
         self.single_tier = {
             name: CascadeRunner(self._one_tier_route(name), [tier], tracer=tracer) for name, tier in tiers.items()
@@ -494,9 +507,21 @@ class Gateway:
             raise as_gateway_error(error) from None
 
     async def _checked(self, request: ChatRequest | dict[str, Any]) -> ChatRequest:
-        """`_validate` off the event loop, once per request: a large client schema takes a noticeable fraction
-        of a second of jsonschema meta-validation, which other requests on this replica should not wait for."""
-        return await asyncio.to_thread(self._validate, request)
+        """`_validate`, once per request. Schemas new to this replica are validated in a thread: their first
+        meta-validation costs milliseconds per KB (`benchmarks/bench_verifier_cache.py`), which other requests
+        on this replica should not wait for. Seen before, they are compiled and cached (`policies.verifiers`),
+        and validating the request again costs less than the hop to a thread, so it runs on the event loop.
+        """
+        key = schema_key(request)
+        if key is not None and key in self._validated_schemas:
+            self._validated_schemas.move_to_end(key)
+            return self._validate(request)
+        parsed = await asyncio.to_thread(self._validate, request)
+        if key is not None:
+            self._validated_schemas[key] = None
+            if len(self._validated_schemas) > SCHEMA_KEYS_KEPT:
+                self._validated_schemas.popitem(last=False)
+        return parsed
 
     def _validate(self, request: ChatRequest | dict[str, Any]) -> ChatRequest:
         if isinstance(request, ChatRequest):

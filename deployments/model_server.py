@@ -7,6 +7,7 @@ A request for one of the tier's LoRA adapters carries the adapter's name as Serv
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -27,6 +28,7 @@ from deployments.adapters import AdapterError, ResidentAdapters, UnknownAdapterE
 from deployments.vllm_engine import ChatResult, StreamSummary, VllmChatEngine
 
 SPAN_ENGINE = "cascade.engine"
+logger = logging.getLogger("ray.serve")
 
 
 @serve.deployment(health_check_period_s=10, health_check_timeout_s=30)
@@ -35,12 +37,15 @@ class ModelServer:
 
     async def __init__(self, tier: dict[str, Any], telemetry: dict[str, Any]) -> None:
         self.tier = TierConfig.model_validate(tier)
+        self.replica_id = serve.get_replica_context().replica_id.unique_id
         self.tracer = deployment_tracer(TracingSettings.model_validate(telemetry), f"slm-cascade-tier-{self.tier.name}")
         # A GPU's NVML counter or the CPU's RAPL counter where readable; the power model otherwise.
         self.energy = EnergyLedger(detect_energy_meter(
             (EnergySource.NVML, EnergySource.RAPL, EnergySource.MODEL), model_watts=self.tier.energy_model_watts
         ))
         self.engine = await VllmChatEngine.start(self.tier)
+        if self.tier.warm_up:  # Serve routes to a replica only once this constructor returns: autoscaled ones too
+            logger.info("tier %s: warm-up request took %.2f s", self.tier.name, await self.engine.warm_up(self.tier.name))
         lora = self.tier.lora or LoraSettings()  # a tier without adapters: every adapter name is unknown
         self.resident = ResidentAdapters(self.engine, lora)
 
@@ -73,6 +78,10 @@ class ModelServer:
         except AdapterError as error:
             return ChatResult(self._refusal(error), engine_s=0.0)
 
+    def _span_attributes(self) -> dict[str, str]:
+        return {semconv.CASCADE_TIER: self.tier.name, semconv.CASCADE_REPLICA: self.replica_id,
+                semconv.GEN_AI_REQUEST_MODEL: serve.get_multiplexed_model_id() or self.tier.name}
+
     async def chat(self, body: dict[str, Any], trace_context: dict[str, str] | None = None) -> ChatResult:
         """One completion, in the caller's trace, with its share of the replica's metered energy."""
         request_id = uuid.uuid4()
@@ -83,8 +92,7 @@ class ModelServer:
                 result = await self._chat(body)
             finally:
                 energy_j = self.energy.finish(request_id)
-            span.set_attributes({semconv.CASCADE_TIER: self.tier.name, "cascade.engine_s": result.engine_s,
-                                 semconv.GEN_AI_REQUEST_MODEL: serve.get_multiplexed_model_id() or self.tier.name})
+            span.set_attributes({**self._span_attributes(), "cascade.engine_s": result.engine_s})
         return dataclasses.replace(result, energy_j=energy_j, energy_source=self.energy.source)
 
     async def chat_stream(
@@ -95,9 +103,8 @@ class ModelServer:
         Cancelled (the client went away), the stream ends at once: vLLM aborts the request, and no summary is sent.
         """
         request_id = uuid.uuid4()
-        span = self.tracer.start_span(SPAN_ENGINE, context=extract_context(trace_context or {}), attributes={
-            semconv.CASCADE_TIER: self.tier.name,
-            semconv.GEN_AI_REQUEST_MODEL: serve.get_multiplexed_model_id() or self.tier.name})
+        span = self.tracer.start_span(SPAN_ENGINE, context=extract_context(trace_context or {}),
+                                      attributes=self._span_attributes())
         started = time.perf_counter()
         self.energy.start(request_id)
         try:
@@ -115,7 +122,7 @@ class ModelServer:
 
     def adapters(self) -> dict[str, Any]:
         """This replica and the adapters it holds, which Serve routes their requests to."""
-        return {"replica": serve.get_replica_context().replica_id.unique_id, "adapters": self.resident.held}
+        return {"replica": self.replica_id, "adapters": self.resident.held}
 
     async def check_health(self) -> None:
         await self.engine.check_health()

@@ -51,7 +51,8 @@ class TierClient:
             # inject_context: the model server's span joins this trace
             call = self._handle_for(adapter).chat.remote(body, inject_context())
             try:
-                result: ChatResult = await asyncio.wait_for(call, self._timeout_s)
+                async with asyncio.timeout(self._timeout_s):  # no task per call, as `wait_for` would make
+                    result: ChatResult = await call
             except (TimeoutError, asyncio.CancelledError):
                 # Awaiting a DeploymentResponse does not cancel it; this aborts the vLLM request, on this tier's
                 # deadline or when the request's own deadline cancels this task.

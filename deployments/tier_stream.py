@@ -70,10 +70,12 @@ async def accounted_stream(
     try:
         async with aclosing(client.chat_stream(body, inject_context(set_span_in_context(attempt)))) as lines:
             while True:
-                # Per line, not `asyncio.timeout` around the loop: the server iterates a response body from a
-                # task of its own, so the generator does not stay in one task, and a timeout belongs to one.
+                # Per line, not one timeout around the loop: the server iterates a response body from a task of
+                # its own, so the generator does not stay in one task, and a timeout belongs to one. Within one
+                # `anext` it does; `timeout_at` there costs no task per line, as `wait_for` would.
                 try:
-                    line = await asyncio.wait_for(anext(lines), max(0.0, deadline - loop.time()))
+                    async with asyncio.timeout_at(deadline):
+                        line = await anext(lines)
                 except StopAsyncIteration:
                     break
                 if isinstance(line, StreamSummary):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -30,6 +30,24 @@ CASCADE_ENGINE_DEFAULTS: dict[str, Any] = {
     "tool_call_parser": "hermes",
     "enable_auto_tool_choice": True,
     "disable_log_stats": True,
+    # Agents resend the same system prompt and tool list: their KV blocks are reused (vLLM's default where the
+    # model supports it; stated so a tier's engine_args can see and override it).
+    "enable_prefix_caching": True,
+}
+
+# What a replica runs before it reports ready, so no client pays for it: the first guided request and the first
+# that asks for top logprobs (as every cascade attempt does), which cost 1.6 s more than later ones on the
+# bundled SLM (`benchmarks/cold_start.py`). A forced tool call with logprobs takes the path clients take. Its
+# schema is not a client's: a client's first new schema still pays one grammar compile (a cache miss).
+WARM_UP_REQUEST: dict[str, Any] = {
+    "messages": [{"role": "user", "content": "Is the service ready? Answer with the tool."}],
+    "tools": [{"type": "function", "function": {"name": "report_ready", "parameters": {
+        "type": "object", "properties": {"ready": {"type": "boolean"}}, "required": ["ready"]}}}],
+    "tool_choice": "required",
+    "max_tokens": 16,
+    "temperature": 0.0,
+    "logprobs": True,
+    "top_logprobs": 3,
 }
 
 
@@ -40,10 +58,12 @@ def lora_engine_args(lora: LoraSettings) -> dict[str, Any]:
             "max_cpu_loras": 2 * lora.max_loras}
 
 
-def engine_cli_args(tier: TierConfig) -> list[str]:
+def engine_cli_args(tier: TierConfig, negatable: Collection[str] = ()) -> list[str]:
     """The tier as `vllm serve` flags, so vLLM's own parser validates and types every engine argument.
 
-    Later sources win: slm-cascade's defaults, then the tier's LoRA settings, then its own engine_args.
+    Later sources win: slm-cascade's defaults, then the tier's LoRA settings, then its own engine_args. `false`
+    becomes `--no-FLAG` where vLLM's parser has one (`negatable`, e.g. `--no-enable-prefix-caching`: the default
+    may be on) and is left out where the flag can only switch something on.
     """
     lora = lora_engine_args(tier.lora) if tier.lora is not None else {}
     merged = CASCADE_ENGINE_DEFAULTS | lora | dict(tier.engine_args)
@@ -52,6 +72,8 @@ def engine_cli_args(tier: TierConfig) -> list[str]:
         flag = "--" + key.replace("_", "-")
         if value is True:
             flags.append(flag)
+        elif value is False and "--no-" + flag[2:] in negatable:
+            flags.append("--no-" + flag[2:])
         elif value is False or value is None:
             continue
         elif isinstance(value, dict):
@@ -108,7 +130,9 @@ class VllmChatEngine:
         from vllm.utils.argparse_utils import FlexibleArgumentParser
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        args = make_arg_parser(FlexibleArgumentParser()).parse_args(engine_cli_args(tier))
+        parser = make_arg_parser(FlexibleArgumentParser())
+        negatable = {flag for action in parser._actions for flag in action.option_strings if flag.startswith("--no-")}
+        args = parser.parse_args(engine_cli_args(tier, negatable))
         engine = AsyncLLM.from_vllm_config(AsyncEngineArgs.from_cli_args(args).create_engine_config())
         state = State()
         await init_app_state(engine, state, args, await engine.get_supported_tasks())
@@ -166,6 +190,15 @@ class VllmChatEngine:
             return
         async for line in response:
             yield line
+
+    async def warm_up(self, served_name: str) -> float:
+        """Run `WARM_UP_REQUEST` once; seconds it took. Raises if the engine cannot answer it: a replica that
+        fails its first request should fail to start, where Serve retries it, not fail a client."""
+        started = time.perf_counter()
+        result = await self.chat({**WARM_UP_REQUEST, "model": served_name})
+        if result.is_error:
+            raise RuntimeError(f"warm-up request failed: {result.body['error'].get('message')}")
+        return time.perf_counter() - started
 
     @property
     def hidden_size(self) -> int:

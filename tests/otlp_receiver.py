@@ -8,6 +8,7 @@ The cluster's real OTLP exporters (gateway and model servers, separate processes
 from __future__ import annotations
 
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -65,6 +66,16 @@ class _Received:
 
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
         return [span for span in list(self.spans) if span.trace_id == trace_id]
+
+    def wait_for(self, trace_id: str, names: set[str], timeout_s: float = 20.0) -> list[ReceivedSpan]:
+        """The trace's spans once spans of all `names` arrived (exporters batch), or what came by the timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            spans = self.trace(trace_id)
+            if names <= {span.name for span in spans}:
+                return spans
+            time.sleep(0.2)
+        return self.trace(trace_id)
 
 
 class OtlpReceiver(_Received):

@@ -26,6 +26,7 @@ ERROR_TYPE: Final = "error.type"
 CASCADE_ROUTE: Final = "cascade.route"
 CASCADE_REQUEST_ID: Final = "cascade.request_id"
 CASCADE_TIER: Final = "cascade.tier"
+CASCADE_REPLICA: Final = "cascade.replica"  # the Serve replica that ran the engine call (routing, affinity)
 CASCADE_TIER_INDEX: Final = "cascade.tier_index"
 CASCADE_COST_USD: Final = "cascade.cost_usd"
 CASCADE_ENERGY_J: Final = "cascade.energy_j"

@@ -121,3 +121,15 @@ def test_keys_create_prints_the_token_once_and_an_entry_that_matches_it() -> Non
     data = _default()
     data["gateway"]["auth"] = {"required": True, "keys": [entry]}
     assert parse_config(data).gateway.auth.keys[0].sha256 == hash_api_key(token)
+
+
+def test_a_named_request_router_becomes_serves_request_router_config() -> None:
+    from ray._common.utils import import_attr
+
+    from cluster.config import DeploymentOptions
+    from deployments.prefix_router import PrefixAffinityRouter
+
+    routed = DeploymentOptions(request_router="prefix_affinity").to_serve()["request_router_config"]
+    assert import_attr(routed["request_router_class"]) is PrefixAffinityRouter
+    assert "request_router_config" not in DeploymentOptions().to_serve()  # Serve's own default, untouched
+    assert load_config().tiers[0].deployment.request_router == "prefix_affinity"  # the SLM, which autoscales

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import time
 
 import httpx
 from auth_keys import ADMIN_HEADERS
@@ -16,16 +15,6 @@ def local_energy_source() -> str:
     return str(detect_energy_meter(model_watts=1.0).source)
 
 
-def _wait_for(receiver, trace_id: str, names: set[str], timeout_s: float = 20.0) -> list:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        spans = receiver.trace(trace_id)
-        if names <= {span.name for span in spans}:
-            return spans
-        time.sleep(0.2)
-    return receiver.trace(trace_id)
-
-
 def test_request_spans_form_one_tree_across_deployments(cluster: str, otlp_receiver) -> None:
     trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
     response = httpx.post(
@@ -35,7 +24,7 @@ def test_request_spans_form_one_tree_across_deployments(cluster: str, otlp_recei
         timeout=120,
     )
     assert response.status_code == 200
-    spans = _wait_for(otlp_receiver, trace_id, {"cascade.request", "cascade.tier_attempt", "cascade.engine"})
+    spans = otlp_receiver.wait_for(trace_id, {"cascade.request", "cascade.tier_attempt", "cascade.engine"})
     by_name = {span.name: span for span in spans}
     root, attempt, engine = by_name["cascade.request"], by_name["cascade.tier_attempt"], by_name["cascade.engine"]
     assert root.parent_span_id == caller_span, "the incoming traceparent is honoured"
