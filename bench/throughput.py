@@ -73,6 +73,8 @@ async def _timed(lines: AsyncIterator[str], started: float) -> Answer:
     first: float | None = None
     tokens = 0
     async for line in lines:
+        if line.startswith('data: {"error"'):  # the stream ended early (its deadline): not an answer
+            raise RuntimeError(line)
         if first is None and line.startswith("data: {"):
             first = time.perf_counter() - started
         tokens = _usage_tokens(line) or tokens
@@ -158,7 +160,8 @@ async def run_throughput(base_url: str, handle: Any, tier: str, levels: Sequence
     async with httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", headers=auth_headers(), limits=limits,
                                  timeout=600) as client:
         senders = {"gateway": gateway_sender(client, body), "direct": direct_sender(handle, body)}
-        await senders["direct"]()  # not measured: the handle's router meets the replicas
+        for send in senders.values():  # not measured: each path's first request (routers meet the replicas)
+            await send()
         for index, concurrency in enumerate(levels):
             order = PATHS if index % 2 == 0 else PATHS[::-1]
             for path in order:

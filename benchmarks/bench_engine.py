@@ -61,12 +61,13 @@ def decode_speed(tier, rounds: int, max_tokens: int) -> dict[str, float]:
     return {mode: statistics.median(values) for mode, values in rates.items()}
 
 
-def _http(url: str, body: dict) -> float:
+def _http(url: str, body: dict) -> tuple[float, dict]:
+    """Seconds the call took, and the answer's body."""
     request = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
     started = time.perf_counter()
     with urllib.request.urlopen(request, timeout=300) as response:
-        response.read()
-    return time.perf_counter() - started
+        answer = response.read()
+    return time.perf_counter() - started, json.loads(answer)
 
 
 FLOOR_APP = "serve-floor"
@@ -108,10 +109,13 @@ def deploy_floor_relays(app_name: str, tier_deployment: str) -> dict[str, str]:
     return paths
 
 
-def gateway_overhead(tier, base_url: str, floor_urls: dict[str, str], rounds: int) -> dict[str, np.ndarray]:
+def gateway_overhead(tier, tier_name: str, base_url: str, floor_urls: dict[str, str],
+                     rounds: int) -> tuple[dict[str, np.ndarray], int]:
     """Latencies (ms) per round for the same prompt: a direct handle call, each floor relay, and the gateway, in a
-    seeded shuffled order per round so no path always runs first or last."""
+    seeded shuffled order per round so no path always runs first or last. A round whose gateway request left
+    the first tier (escalated: a second tier's work) is dropped from every path; how many were is returned too."""
     rng = random.Random(0)
+    escalated = 0
     latency: dict[str, list[float]] = {"direct": [], **{name: [] for name in floor_urls}, "gateway": []}
     for index in tqdm(range(rounds), desc="gateway overhead", unit="round"):
         prompt = PROMPTS[index % len(PROMPTS)]
@@ -120,16 +124,23 @@ def gateway_overhead(tier, base_url: str, floor_urls: dict[str, str], rounds: in
         tier_body = {**_body(prompt, guided=False, max_tokens=1), "logprobs": True, "top_logprobs": 3}
         order = list(latency)
         rng.shuffle(order)
+        timed: dict[str, float] = {}
         for path in order:
             if path == "direct":
                 started = time.perf_counter()
                 tier.chat.remote(tier_body).result()
-                latency[path].append(time.perf_counter() - started)
+                timed[path] = time.perf_counter() - started
             elif path == "gateway":
-                latency[path].append(_http(f"{base_url}/v1/chat/completions", client_body))
+                timed[path], answer = _http(f"{base_url}/v1/chat/completions", client_body)
+                stayed = answer["cascade"]["tiers_tried"] == [tier_name]
             else:
-                latency[path].append(_http(floor_urls[path], tier_body))
-    return {path: np.array(values) * 1000 for path, values in latency.items()}
+                timed[path], _ = _http(floor_urls[path], tier_body)
+        if not stayed:
+            escalated += 1
+            continue
+        for path, seconds in timed.items():
+            latency[path].append(seconds)
+    return {path: np.array(values) * 1000 for path, values in latency.items()}, escalated
 
 
 def _p(values: np.ndarray, q: float) -> float:
@@ -158,14 +169,15 @@ def main() -> None:
     floors = {name: base_url + path for name, path in deploy_floor_relays(
         config.app_name, tier_deployment_name(config.tiers[0].name)).items()}
     try:
-        latency = gateway_overhead(tier, base_url, floors, args.requests)
+        latency, escalated = gateway_overhead(tier, config.tiers[0].name, base_url, floors, args.requests)
     finally:
         for name in floors:
             serve.delete(f"{FLOOR_APP}-{name}")
     print(f"\ndecode tokens/s (median, batch 1, max_tokens={args.max_tokens}, tier {config.tiers[0].name!r})")
     print(f"  unguided {speed['unguided']:8.1f}   guided (json_schema) {speed['guided']:8.1f}   "
           f"ratio guided/unguided {speed['guided'] / speed['unguided']:.2f}")
-    print(f"latency over {args.requests} rounds (max_tokens=1, paths in shuffled order), ms:   p50      p95")
+    print(f"latency over {len(latency['direct'])} rounds (max_tokens=1, paths in shuffled order; {escalated} dropped: "
+          "the gateway's cascade escalated), ms:   p50      p95")
     labels = {"direct": "direct handle to the tier", "starlette": "HTTP -> Starlette relay -> tier",
               "fastapi": "HTTP -> FastAPI relay -> tier", "gateway": "HTTP -> gateway (cascade) -> tier"}
     for path, values in latency.items():

@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="questions per tool list")
     parser.add_argument("--one-run", choices=["on", "off"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.repeats < 2 or args.tool_lists < 1:
+        parser.error("need --repeats >= 2 (a first request and a repeat) and --tool-lists >= 1")
     if args.one_run:
         print(json.dumps(asyncio.run(_run(args.config, args.one_run == "on", args.tool_lists, args.repeats))))
         return

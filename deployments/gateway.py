@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import re
 from collections import OrderedDict
@@ -70,6 +71,7 @@ DEADLINE_HEADER = "x-cascade-deadline-s"
 REPLICA_HEADER = "x-cascade-gateway-replica"
 TRACE_HEADERS = ("traceparent", "tracestate")
 SCHEMA_KEYS_KEPT = 256  # as many as policies.verifiers keeps compiled schemas
+INLINE_SCHEMA_BYTES = 16 * 1024  # larger schemas are validated in a thread, seen before or not
 
 
 def replica_headers() -> dict[str, str]:
@@ -171,13 +173,18 @@ def request_deadline(request: ChatRequest, header: str | None, gateway: GatewayC
 
 
 def schema_key(request: Any) -> str | None:
-    """A request body's schema-bearing fields as JSON text: what its validation costs depends on them alone."""
+    """A digest of a request body's schema-bearing fields (what its validation costs depends on them), or None
+    when validating them could take long enough to hold up the event loop: more than `INLINE_SCHEMA_BYTES` of
+    schema JSON, or a body that is not a dict of JSON."""
     if not isinstance(request, dict):
         return None
     try:
-        return json.dumps([request.get("tools"), request.get("response_format")])
+        text = json.dumps([request.get("tools"), request.get("response_format")])
     except (TypeError, ValueError, RecursionError):
         return None  # not JSON: `_validate` says why
+    if len(text) > INLINE_SCHEMA_BYTES:
+        return None
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def trace_carrier(headers: Mapping[str, str]) -> dict[str, str]:
@@ -509,8 +516,9 @@ class Gateway:
     async def _checked(self, request: ChatRequest | dict[str, Any]) -> ChatRequest:
         """`_validate`, once per request. Schemas new to this replica are validated in a thread: their first
         meta-validation costs milliseconds per KB (`benchmarks/bench_verifier_cache.py`), which other requests
-        on this replica should not wait for. Seen before, they are compiled and cached (`policies.verifiers`),
-        and validating the request again costs less than the hop to a thread, so it runs on the event loop.
+        on this replica should not wait for. Small ones seen before are compiled and cached (`policies.verifiers`),
+        and validating the request again costs less than the hop to a thread, so it runs on the event loop; were
+        their compiled form evicted since, recompiling a schema of at most `INLINE_SCHEMA_BYTES` stays short.
         """
         key = schema_key(request)
         if key is not None and key in self._validated_schemas:

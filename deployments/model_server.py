@@ -45,7 +45,12 @@ class ModelServer:
         ))
         self.engine = await VllmChatEngine.start(self.tier)
         if self.tier.warm_up:  # Serve routes to a replica only once this constructor returns: autoscaled ones too
-            logger.info("tier %s: warm-up request took %.2f s", self.tier.name, await self.engine.warm_up(self.tier.name))
+            try:
+                took_s = await self.engine.warm_up(self.tier.name)
+            except Exception:
+                self.engine.shutdown()  # the replica fails to start: free the engine's memory now, not at teardown
+                raise
+            logger.info("tier %s: warm-up request took %.2f s", self.tier.name, took_s)
         lora = self.tier.lora or LoraSettings()  # a tier without adapters: every adapter name is unknown
         self.resident = ResidentAdapters(self.engine, lora)
 

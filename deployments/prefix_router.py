@@ -8,18 +8,20 @@ Serve LLM's `PrefixCacheAffinityRouter`: that one keeps a prefix tree in a detac
 blocking `ray.get` on every routing decision, and reads message contents only, never the tool list that makes
 most of an agent's prefix. Requests with no such prefix, and those the ranking gives up on for load, go to the
 less loaded of two random replicas (Serve's default). Adapter requests pick among replicas holding the adapter.
+Not `FIFOMixin`: it hands a replica chosen for one request to the oldest request waiting, which would give one
+agent's replica to another's request exactly under load; without it Serve matches each choice to its request.
 """
 
 from __future__ import annotations
 
 import random
 
-from ray.serve.request_router import FIFOMixin, MultiplexMixin, PendingRequest, RequestRouter, RunningReplica
+from ray.serve.request_router import MultiplexMixin, PendingRequest, RequestRouter, RunningReplica
 
 from policies.prefix_affinity import affinity_ranks, prefix_key
 
 
-class PrefixAffinityRouter(FIFOMixin, MultiplexMixin, RequestRouter):
+class PrefixAffinityRouter(MultiplexMixin, RequestRouter):
     """`request_router_kwargs`: `max_queue_gap`, how many more requests in flight the preferred replica may have
     than the least loaded one before load decides alone."""
 

@@ -30,9 +30,6 @@ CASCADE_ENGINE_DEFAULTS: dict[str, Any] = {
     "tool_call_parser": "hermes",
     "enable_auto_tool_choice": True,
     "disable_log_stats": True,
-    # Agents resend the same system prompt and tool list: their KV blocks are reused (vLLM's default where the
-    # model supports it; stated so a tier's engine_args can see and override it).
-    "enable_prefix_caching": True,
 }
 
 # What a replica runs before it reports ready, so no client pays for it: the first guided request and the first
@@ -196,8 +193,9 @@ class VllmChatEngine:
         fails its first request should fail to start, where Serve retries it, not fail a client."""
         started = time.perf_counter()
         result = await self.chat({**WARM_UP_REQUEST, "model": served_name})
-        if result.is_error:
-            raise RuntimeError(f"warm-up request failed: {result.body['error'].get('message')}")
+        if result.is_error:  # e.g. engine_args' max_logprobs under the 3 the cascade asks for
+            raise RuntimeError(f"warm-up request (a forced tool call with top_logprobs 3) failed: "
+                               f"{result.body['error'].get('message')}")
         return time.perf_counter() - started
 
     @property

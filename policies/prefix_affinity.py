@@ -36,7 +36,7 @@ def prefix_key(body: Any) -> str | None:
         return None
     try:
         return json.dumps([tools, leading], sort_keys=True)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # not JSON, or nested past Python's limit: no key
         return None
 
 
@@ -51,13 +51,14 @@ def rendezvous_order(key: str, replicas: Sequence[str]) -> list[str]:
 
 def affinity_ranks(key: str, replicas: Sequence[str], in_flight: Mapping[str, int],
                    max_queue_gap: int) -> list[list[str]] | None:
-    """Replica ids in rank order (one per rank, tried in turn while the earlier ones are full), or None to
-    route by load alone because the preferred replica is `max_queue_gap` or more requests busier than the least
-    loaded one. `in_flight` holds the known requests in flight per replica; an unknown replica counts as idle."""
+    """Two ranks: the preferred replica, then all the others (the least loaded of them takes the request when the
+    preferred one is full); or None to route by load alone because the preferred replica is `max_queue_gap` or
+    more requests busier than the least loaded one. `in_flight` holds the known requests in flight per replica;
+    an unknown replica counts as idle."""
     if not replicas:
         return None
     order = rendezvous_order(key, replicas)
     loads = [in_flight.get(replica, 0) for replica in order]
     if loads[0] - min(loads) >= max_queue_gap:
         return None
-    return [[replica] for replica in order]
+    return [order[:1], order[1:]] if len(order) > 1 else [order]

@@ -16,8 +16,8 @@ def _parsed(engine_args: dict) -> object:
                                              negatable))
 
 
-def test_prefix_caching_is_on_unless_a_tier_turns_it_off() -> None:
-    assert _parsed({}).enable_prefix_caching is True
+def test_prefix_caching_is_vllms_choice_unless_a_tier_turns_it_off() -> None:
+    assert _parsed({}).enable_prefix_caching is None  # vLLM turns it on where the model supports it
     assert _parsed({"enable_prefix_caching": False}).enable_prefix_caching is False
 
 

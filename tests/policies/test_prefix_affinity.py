@@ -58,10 +58,18 @@ def test_a_replica_leaving_hands_on_only_its_own_keys() -> None:
     assert all(after[key] == before[key] for key in keys if before[key] != REPLICAS[0])
 
 
-def test_ranks_list_every_replica_once_preferred_first() -> None:
+def test_the_preferred_replica_first_then_all_the_others_together() -> None:
     key = prefix_key(chat("Weather?"))
-    ranks = affinity_ranks(key, REPLICAS, {}, max_queue_gap=4)
-    assert ranks == [[replica] for replica in rendezvous_order(key, REPLICAS)]
+    order = rendezvous_order(key, REPLICAS)
+    assert affinity_ranks(key, REPLICAS, {}, max_queue_gap=4) == [order[:1], order[1:]]
+    assert affinity_ranks(key, REPLICAS[:1], {}, max_queue_gap=4) == [REPLICAS[:1]]
+
+
+def test_a_body_nested_past_pythons_limit_has_no_key() -> None:
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    assert prefix_key(chat("Weather?", tools=deep)) is None
 
 
 def test_load_overrides_affinity_at_the_gap() -> None:
