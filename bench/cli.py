@@ -53,7 +53,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     report = run_bench(args.url, args.category, args.limit, args.policies.split(","), args.concurrency, args.out,
                        guided=not args.no_guided, llm_tier=args.llm_tier, simulated_tiers=args.simulated_tier,
                        sweep_min_success_rate=args.min_success_rate if args.sweep_thresholds else None,
-                       offset=args.offset)
+                       offset=args.offset, store=not args.no_store)
     for label, figures in report["policies"].items():
         print(f"{label:<24} n={figures['n']:<4} success={figures['success_rate']:.1%} cps={figures['cps']}")
     print(f"report: {Path(args.out) / 'report.md'}")
@@ -253,6 +253,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--concurrency", type=int, default=2)
     run.add_argument("--out", default="bench-out", help="folder for records.jsonl and the report")
     run.add_argument("--no-guided", action="store_true", help="tool_choice auto, tools described in the prompt")
+    run.add_argument("--no-store", action="store_true", help="send store: false, so no answer is recorded (evaluations)")
     run.add_argument("--llm-tier", default="fallback", help="tier the llm-only policy addresses")
     run.add_argument("--simulated-tier", action="append", default=[], help="tier served by simulate-llm (repeat)")
     run.add_argument("--sweep-thresholds", action="store_true", help="replay slm-only/llm-only through calibration")

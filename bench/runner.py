@@ -78,9 +78,13 @@ def policy_label(policy: Policy, guided: bool) -> str:
     return policy.name if guided else f"{policy.name}+unguided"
 
 
-def request_body(case: Case, policy: Policy, guided: bool) -> dict[str, Any]:
+def request_body(case: Case, policy: Policy, guided: bool, store: bool = True) -> dict[str, Any]:
+    """The case as a client sends it; `store=False` keeps it out of the recordings (an evaluation must not become
+    training data)."""
     body: dict[str, Any] = {"model": policy.model, "tools": case.tools, "max_tokens": MAX_TOKENS, "temperature": 0,
                             "logprobs": True, "top_logprobs": TOP_LOGPROBS}
+    if not store:
+        body["store"] = False
     if guided and case.expects_calls:
         body["tool_choice"] = "required"
         body["parallel_tool_calls"] = case.parallel  # category metadata: BFCL's simple cases want one call
@@ -91,14 +95,14 @@ def request_body(case: Case, policy: Policy, guided: bool) -> dict[str, Any]:
 
 
 async def _send(client: httpx.AsyncClient, case: Case, policy: Policy, guided: bool,
-                simulated_tiers: frozenset[str]) -> dict[str, Any]:
+                simulated_tiers: frozenset[str], store: bool) -> dict[str, Any]:
     headers = {"x-cascade-route": policy.route} if policy.route else {}
     started = time.perf_counter()
     record: dict[str, Any] = {"policy": policy_label(policy, guided), "guided": guided, "model": policy.model,
                               "route": policy.route, "case_id": case.id, "category": case.category,
                               "success": False, "schema_valid": False, "executable": None, "status": 0}
     try:
-        response = await client.post("chat/completions", json=request_body(case, policy, guided), headers=headers)
+        response = await client.post("chat/completions", json=request_body(case, policy, guided, store), headers=headers)
         body = response.json()
     except (httpx.HTTPError, ValueError) as error:
         return {**record, "latency_ms": (time.perf_counter() - started) * 1000, "error": type(error).__name__}
@@ -146,7 +150,7 @@ async def _gateway_route(client: httpx.AsyncClient, route: str) -> dict[str, Any
 
 
 async def _run(base_url: str, cases: Sequence[Case], policies: Sequence[Policy], concurrency: int, out: Path,
-               guided: bool, simulated_tiers: frozenset[str], timeout_s: float) -> None:
+               guided: bool, simulated_tiers: frozenset[str], timeout_s: float, store: bool) -> None:
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", headers=auth_headers(), timeout=timeout_s,
                                  limits=limits) as client:
@@ -155,7 +159,7 @@ async def _run(base_url: str, cases: Sequence[Case], policies: Sequence[Policy],
 
         async def one(case: Case, policy: Policy) -> dict[str, Any]:
             async with gate:
-                return await _send(client, case, policy, guided, simulated_tiers)
+                return await _send(client, case, policy, guided, simulated_tiers, store)
 
         with (out / RECORDS_FILE).open("a", encoding="utf-8") as sink, \
                 tqdm(total=len(cases) * len(policies), unit="req", desc="bench") as bar:
@@ -183,6 +187,7 @@ def run_bench(
     sweep_min_success_rate: float | None = None,
     timeout_s: float = 300.0,
     offset: int = 0,
+    store: bool = True,
 ) -> dict[str, Any]:
     """Run the cases, then write report.json, report.md and plots to `out_dir`; returns the report.
 
@@ -200,7 +205,8 @@ def run_bench(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        asyncio.run(_run(base_url, cases, parsed, concurrency, out, guided, frozenset(simulated_tiers), timeout_s))
+        asyncio.run(_run(base_url, cases, parsed, concurrency, out, guided, frozenset(simulated_tiers), timeout_s,
+                         store))
     except KeyboardInterrupt:
         if (out / RECORDS_FILE).exists():
             report_module.write_report(out, sweep_min_success_rate)

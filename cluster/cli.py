@@ -9,9 +9,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.cli import register as register_bench_commands
-from cluster.adapt import AdaptError, format_adapt_result, run_adapt
-from cluster.adaptation.dataset import NotEnoughDataError
-from cluster.adaptation.train import TrainingError, TrainSettings
+from cluster.adapt import (
+    AdaptError,
+    adaptation_status,
+    format_round,
+    format_status,
+    promote,
+    request_round,
+    roll_back,
+)
+from cluster.adaptation.train import TrainSettings
 from cluster.calibrate import CalibrateError
 from cluster.config import ConfigError, load_config
 from cluster.k8s import K8sError
@@ -87,17 +94,33 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_adapt(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+def _cmd_adapt_run(args: argparse.Namespace) -> int:
     try:
         settings = TrainSettings(epochs=args.epochs, rank=args.rank, learning_rate=args.learning_rate)
     except ValueError as error:
         raise AdaptError(str(error)) from None
-    result = run_adapt(Path(args.config), args.route,
-                       base_url=args.url or f"http://{config.gateway.host}:{config.gateway.port}",
-                       settings=settings, held_out_fraction=args.held_out, apply=not args.no_apply,
-                       timeout_s=args.timeout_s, progress=_say)
-    print(format_adapt_result(result))
+    round_ = request_round(Path(args.config), args.route, settings, held_out_fraction=args.held_out,
+                           promote=not args.no_promote, wait=not args.detach, progress=_say)
+    print(format_round(round_))
+    return 1 if round_["state"] == "failed" else 0
+
+
+def _cmd_adapt_status(args: argparse.Namespace) -> int:
+    status = adaptation_status(Path(args.config), args.route)
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 0
+
+
+def _cmd_adapt_rollback(args: argparse.Namespace) -> int:
+    result = roll_back(Path(args.config), args.route, args.reason)
+    now = result["serving"]["adapter"] if result["serving"] else "the config's adapter (or none)"
+    print(f"route {args.route}: {result['rolled_back']['adapter']} rolled back; now serving {now}")
+    return 0
+
+
+def _cmd_adapt_promote(args: argparse.Namespace) -> int:
+    version = promote(Path(args.config), args.route, args.adapter, args.reason)
+    print(f"route {args.route}: now serving {version['adapter']} (v{version['version']})")
     return 0
 
 
@@ -227,21 +250,38 @@ def _add_k8s_commands(commands: argparse._SubParsersAction) -> None:
 
 def _add_adapt_command(commands: argparse._SubParsersAction) -> None:
     defaults = TrainSettings()
-    adapt = commands.add_parser("adapt", help="train a LoRA adapter of a route's SLM on its recorded escalations; "
-                                "promote it if it wins on held-out requests")
-    adapt.add_argument("--config", required=True, help="the running cluster's YAML config (rewritten on promotion; "
-                       "the previous version is kept as FILE.bak, comments are lost)")
-    adapt.add_argument("--route", required=True, help="route whose recorded examples train the adapter")
-    adapt.add_argument("--url", help="gateway base URL (default: from the config)")
-    adapt.add_argument("--epochs", type=int, default=defaults.epochs)
-    adapt.add_argument("--rank", type=int, default=defaults.rank, help="LoRA rank (at most the tier's max_lora_rank)")
-    adapt.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    adapt.add_argument("--held-out", type=float, default=0.25, metavar="F",
-                       help="share of the examples kept out of training to judge the adapter")
-    adapt.add_argument("--no-apply", action="store_true",
-                       help="only report: leave the config and the cluster as they are (the adapter is still written)")
-    adapt.add_argument("--timeout-s", type=float, default=900.0, help="for applying a promoted adapter")
-    adapt.set_defaults(run=_cmd_adapt)
+    adapt = commands.add_parser("adapt", help="adaptation rounds: LoRA adapters of a route's SLM trained on its "
+                                "recorded escalations, on the cluster").add_subparsers(dest="action", required=True)
+    run = adapt.add_parser("run", help="run a round on the cluster: train, replay held-out and regression requests, "
+                           "promote the candidate only if it wins")
+    run.add_argument("--config", required=True, help="the running cluster's YAML config")
+    run.add_argument("--route", required=True, help="route whose recorded examples train the adapter")
+    run.add_argument("--epochs", type=int, default=defaults.epochs)
+    run.add_argument("--rank", type=int, default=defaults.rank, help="LoRA rank (at most the tier's max_lora_rank)")
+    run.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    run.add_argument("--held-out", type=float, default=0.25, metavar="F",
+                     help="share of the examples kept out of training to judge the adapter")
+    run.add_argument("--no-promote", action="store_true", help="decide and report, but keep the serving adapter")
+    run.add_argument("--detach", action="store_true", help="start the round and return; `adapt status` follows it")
+    run.set_defaults(run=_cmd_adapt_run)
+    status = adapt.add_parser("status", help="each route's adapter versions and the latest rounds")
+    status.add_argument("--config", required=True, help="the running cluster's YAML config")
+    status.add_argument("--route", help="only this route")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=_cmd_adapt_status)
+    rollback = adapt.add_parser("rollback", help="take the route's serving adapter version out of service; the "
+                                "previous one serves again, without a restart")
+    rollback.add_argument("--config", required=True, help="the running cluster's YAML config")
+    rollback.add_argument("--route", required=True)
+    rollback.add_argument("--reason", default="by command", help="recorded in the ledger")
+    rollback.set_defaults(run=_cmd_adapt_rollback)
+    again = adapt.add_parser("promote", help="serve an adapter version of the route's ledger again (after a "
+                             "rollback); watched like any promotion")
+    again.add_argument("--config", required=True, help="the running cluster's YAML config")
+    again.add_argument("--route", required=True)
+    again.add_argument("--adapter", required=True, help="an adapter the route's ledger lists (`adapt status`)")
+    again.add_argument("--reason", default="by command", help="recorded in the ledger")
+    again.set_defaults(run=_cmd_adapt_promote)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except (ConfigError, ClusterError, ModelPreparationError, CalibrateError, ReportError, RenderError,
-            K8sError, AdaptError, NotEnoughDataError, TrainingError, RecordingError) as error:
+            K8sError, AdaptError, RecordingError) as error:
         _say(str(error))
         return 2
 

@@ -227,6 +227,37 @@ class ThresholdCertificate(StrictModel):
     data: str = Field("", description="The labelled answers it was computed on.")
 
 
+class AdaptationPolicy(StrictModel):
+    """When a route adapts its SLM by itself, what a candidate must not forget, and when a promoted adapter
+    is rolled back (`cascade adapt`; the rounds run as Ray work on the cluster)."""
+
+    after_new_examples: int | None = Field(
+        None, ge=1, description="Start a round once this many verified escalations were recorded since the last "
+        "round; None: rounds start only by command (`cascade adapt run`).",
+    )
+    min_interval_s: float = Field(3600.0, ge=0, description="At most one round per this many seconds.")
+    regression_routes: list[str] | None = Field(
+        None, description="Routes whose recorded requests form the regression set a candidate is also replayed "
+        "on; None: every other route whose first tier is this route's.",
+    )
+    regression_cases: int = Field(32, ge=0, description="At most this many regression requests per round.")
+    regression_margin: float = Field(
+        0.05, ge=0, lt=1, description="Success on the regression set a candidate may lose and still be promoted.",
+    )
+    rollback_min_requests: int = Field(
+        20, ge=1, description="Live requests needed before and after a promotion to judge it.",
+    )
+    rollback_max_drop: float = Field(
+        0.1, ge=0, lt=1, description="A promoted adapter whose live success falls by more than this below the "
+        "route's success before it is rolled back automatically.",
+    )
+    train_resources: RayActorOptions = Field(
+        default_factory=RayActorOptions, description="What the training task asks of Ray: a GPU (num_gpus: 1) "
+        "where the SLM's pool has one, which also trains with QLoRA; a pool marker to train on its nodes.",
+    )
+    train_timeout_s: float = Field(3600.0, gt=0, description="A round whose training has not ended by then fails.")
+
+
 class RouteConfig(StrictModel):
     """A named task type: which tiers it may use and how sure an answer must be to stop."""
 
@@ -255,6 +286,7 @@ class RouteConfig(StrictModel):
     record: bool = Field(
         True, description="With gateway.recording on: store this route's escalated, verified answers.",
     )
+    adaptation: AdaptationPolicy = Field(default_factory=AdaptationPolicy)
 
     @model_validator(mode="after")
     def _known_policies(self) -> RouteConfig:
@@ -404,6 +436,10 @@ class CascadeConfig(StrictModel):
             raise ValueError(f"multinode.pools: {unused_pools} are asked for by no deployment's "
                              "ray_actor_options.resources, so no replica would ever land there")
         route_names = {route.name for route in self.routes}
+        for route in self.routes:
+            unknown = sorted(set(route.adaptation.regression_routes or ()) - route_names)
+            if unknown:
+                raise ValueError(f"routes.{route.name}.adaptation.regression_routes: unknown routes {unknown}")
         for key in self.gateway.auth.keys:
             unknown = sorted(set(key.routes) - route_names)
             if unknown:

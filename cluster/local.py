@@ -202,7 +202,8 @@ def _wait_running(app_name: str, base_url: str, timeout_s: float, progress: Call
 
 
 def status() -> dict[str, Any]:
-    """Applications, deployments and replica counts of the running cluster, and its nodes."""
+    """Applications, deployments and replica counts of the running cluster, its nodes, and each replica (its
+    id, node and process: what tells a replica restarted from one that kept serving)."""
     import ray
     from ray import serve
 
@@ -213,6 +214,7 @@ def status() -> dict[str, Any]:
     ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
     try:
         serve_status = serve.status()
+        replicas = read_replicas()
         return {
             "applications": {
                 name: {
@@ -229,7 +231,9 @@ def status() -> dict[str, Any]:
                 }
                 for name, app in serve_status.applications.items()
             },
-            "nodes": nodes_report(read_nodes(), read_replicas()),
+            "nodes": nodes_report(read_nodes(), replicas),
+            "replicas": [{"app": r.app, "deployment": r.deployment, "replica_id": r.replica_id, "state": r.state,
+                          "node_id": r.node_id, "pid": r.pid} for r in replicas],
         }
     finally:
         ray.shutdown()

@@ -6,6 +6,9 @@
   trip (`TokenLeases`).
 - Recorded examples are written before the response returns (an escalated request already took seconds).
 
+- Which adapter version each route serves is read every `adapters_interval_s` by the same background thread:
+  a promotion or a rollback reaches every replica within about that long, without a restart.
+
 When the books cannot be reached (their actor restarting, its node lost), nothing accepted is lost and no
 request fails for it: records and examples stay buffered (bounded; what overflows is counted in `dropped`) and
 are sent once the actor answers, and rate limits fall back to this replica's own buckets.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -24,6 +28,7 @@ from ray.actor import ActorHandle
 
 from cluster.recording import RecordedExample
 from cluster.telemetry.aggregate import RequestRecord
+from deployments.books import config_digest
 from policies.access import ApiKey, RateLimitedError, RateLimiter, TokenLeases
 
 _log = logging.getLogger(__name__)
@@ -40,13 +45,21 @@ class BooksClient:
     def __init__(
         self,
         actor: ActorHandle,
+        recording_path: str | None,
+        config: dict[str, Any],
         *,
         flush_interval_s: float = 0.2,
         call_timeout_s: float = 5.0,
         feedback_wait_s: float = 2.0,
+        adapters_interval_s: float = 1.0,
     ) -> None:
         self._actor = actor
+        self._configuration = (recording_path, config)
+        self._config_digest = config_digest(config)
         self._flush_interval_s = flush_interval_s
+        self._adapters_interval_s = adapters_interval_s
+        self._adapters_read_at = 0.0
+        self._serving: tuple[int, dict[str, str]] = (0, {})
         self._call_timeout_s = call_timeout_s
         self._feedback_wait_s = feedback_wait_s
         self._lock = threading.Lock()
@@ -59,6 +72,8 @@ class BooksClient:
         self._leasing: dict[str, asyncio.Future[tuple[int, int]]] = {}
         self._fallback = RateLimiter()
         self._stop = threading.Event()
+        ray.get(actor.configure.remote(*self._configuration))
+        self._read_serving_adapters()  # a new replica starts with what the route serves now
         self._flusher = threading.Thread(target=self._flush_loop, name="books-flush", daemon=True)
         self._flusher.start()
 
@@ -153,6 +168,31 @@ class BooksClient:
         while not self._stop.wait(self._flush_interval_s):
             self._flush()
             self._give_back_leases()
+            if time.monotonic() - self._adapters_read_at >= self._adapters_interval_s:
+                self._read_serving_adapters()
+
+    # ---- adapters ---------------------------------------------------------------------------------------
+
+    @property
+    def serving_adapters(self) -> tuple[int, dict[str, str]]:
+        """(generation, route -> adapter of its serving version); the generation changes when the map does."""
+        return self._serving
+
+    def _read_serving_adapters(self) -> None:
+        """Unreachable books keep the last map: a replica serves what it last knew rather than guessing."""
+        self._adapters_read_at = time.monotonic()
+        try:
+            serving = ray.get(self._actor.serving_adapters.remote(self._config_digest), timeout=self._call_timeout_s)
+            if serving is None:  # the books follow another config (restarted with their first one): this one
+                ray.get(self._actor.configure.remote(*self._configuration), timeout=self._call_timeout_s)
+                serving = ray.get(self._actor.serving_adapters.remote(self._config_digest),
+                                  timeout=self._call_timeout_s)
+        except ray.exceptions.RayError as error:
+            _log.warning("cluster books unreachable, serving adapters unchanged: %r", error)
+            return
+        generation, current = self._serving
+        if serving != current:
+            self._serving = (generation + 1, serving)
 
     def _give_back_leases(self, all_held: bool = False) -> None:
         """Unused tokens of leases past their time go back to the cluster's buckets, for other replicas."""

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
-import ray
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -265,20 +264,16 @@ class Gateway:
         # Accounting, rate limits, feedback and recordings: one copy for every replica (deployments.books).
         recording = self.config.gateway.recording
         store = str(recording_path(recording)) if recording.enabled else None
-        books = books_actor(self.config.app_name, store)
-        ray.get(books.configure.remote(store))
-        self.books = BooksClient(books)
+        self.books = BooksClient(books_actor(self.config.app_name, store, config), store, config)
         self.telemetry = GatewayTelemetry(self.config.gateway.telemetry, self.books.add_record)
         tracer = self.telemetry.tracer
-        self.routes = {
-            route.name: CascadeRunner(
-                route,
-                self._route_tiers(route),
-                JudgeClient(judge_handles[route.name]) if route.name in judge_handles else None,
-                tracer,
-            )
-            for route in self.config.routes
-        }
+        self.judges = {name: JudgeClient(handle) for name, handle in judge_handles.items()}
+        # Each route's runner and the adapter its first tier runs: the config's, until the cluster's ledger
+        # serves a version of its own (a round promoted one, or a rollback returned to one).
+        self.routes: dict[str, CascadeRunner] = {}
+        self.route_adapters: dict[str, str | None] = {}
+        self._adapters_generation = -1
+        self._sync_adapters()
         self._validated_schemas: OrderedDict[str, None] = OrderedDict()
         # A tier addressed by name is a one-tier route: verified and reported, never escalated, never repaired.
         self.single_tier = {
@@ -333,6 +328,8 @@ class Gateway:
         with self.telemetry.tracer.start_as_current_span(semconv.SPAN_REQUEST, context=context) as span:
             span.set_attributes({semconv.CASCADE_ROUTE: runner.route.name, semconv.GEN_AI_OPERATION_NAME: "chat",
                                  semconv.GEN_AI_REQUEST_MODEL: parsed.model})
+            if parsed.model == DEFAULT_MODEL_ALIAS and self.route_adapters.get(runner.route.name):
+                span.set_attribute(semconv.CASCADE_ADAPTER, self.route_adapters[runner.route.name])
             try:
                 try:
                     async with asyncio.timeout(deadline_s):  # cancels tier calls in flight, engine work with them
@@ -346,6 +343,8 @@ class Gateway:
                 raise
             report = body["cascade"]
             report["request_id"] = body["id"]
+            if parsed.model == DEFAULT_MODEL_ALIAS:
+                report["adapter"] = self.route_adapters[runner.route.name]
             record_content(span, self.config.gateway.telemetry, input_messages=parsed.messages,
                            output_messages=[choice["message"] for choice in body["choices"]])
             if parsed.model == DEFAULT_MODEL_ALIAS:
@@ -456,11 +455,26 @@ class Gateway:
             scoring = {"confidence_policy": default.confidence_policy, "confidence_model": default.confidence_model}
         return RouteConfig(name=tier, tiers=[tier], max_repairs=0, **scoring)
 
-    def _route_tiers(self, route: RouteConfig) -> list[Tier]:
+    def _sync_adapters(self) -> None:
+        """Rebuild the runner of each route whose serving adapter changed since the last request (a few small
+        objects; the tiers' clients, breakers and handles are shared)."""
+        generation, serving = self.books.serving_adapters
+        if generation == self._adapters_generation:
+            return
+        self._adapters_generation = generation
+        for route in self.config.routes:
+            adapter = serving.get(route.name, route.adapter)
+            if route.name in self.routes and self.route_adapters[route.name] == adapter:
+                continue
+            self.route_adapters[route.name] = adapter
+            self.routes[route.name] = CascadeRunner(route, self._route_tiers(route, adapter),
+                                                    self.judges.get(route.name), self.telemetry.tracer)
+
+    def _route_tiers(self, route: RouteConfig, adapter: str | None) -> list[Tier]:
         """The route's tiers; with an adapter, its first tier runs it (same breaker: it is the same replicas)."""
         tiers = [self.tiers[name] for name in self.config.route_tiers(route)]
-        if route.adapter is not None:
-            tiers[0] = self._adapted(tiers[0].name, route.adapter)
+        if adapter is not None:
+            tiers[0] = self._adapted(tiers[0].name, adapter)
         return tiers
 
     def _adapted(self, tier_name: str, adapter: str) -> Tier:
@@ -483,7 +497,8 @@ class Gateway:
         confidence may stay under the route's threshold while its answer is verifiably right.
         """
         verdicts = final.outcome.verdicts
-        if not self.config.gateway.recording.enabled or not route.record or not verdicts or not all(v.passed for v in verdicts):
+        if not self.config.gateway.recording.enabled or not route.record or request.store is False \
+                or not verdicts or not all(v.passed for v in verdicts):
             return
         if final.tier == self.config.route_tiers(route)[0]:
             return  # the SLM answered: nothing to learn. Escalated or pre-routed past it: a lesson for it
@@ -591,6 +606,7 @@ class Gateway:
                                      [self._adapted(tier_name, adapter)], tracer=self.telemetry.tracer)
             return self.single_tier[request.model]
         name = route or request.route or DEFAULT_ROUTE
+        self._sync_adapters()
         if name not in self.routes:
             raise GatewayError(
                 400, f"route {name!r} does not exist; known: {', '.join(self.routes)}", param="route",

@@ -130,6 +130,9 @@ class ChatRequest(BaseModel):
     deadline_s: float | None = Field(
         None, gt=0, description="slm-cascade: seconds the whole request may take; also header x-cascade-deadline-s."
     )
+    store: bool | None = Field(
+        None, description="OpenAI's: false keeps this request out of the recordings adapters are trained on.",
+    )
 
     @field_validator("messages")
     @classmethod
@@ -157,6 +160,6 @@ class ChatRequest(BaseModel):
 
     def tier_body(self, tier_name: str) -> dict[str, Any]:
         """The body sent to a tier: the client's request, addressed to the tier's served model name."""
-        body = self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"route", "deadline_s"})
+        body = self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"route", "deadline_s", "store"})
         body["model"] = tier_name
         return body

@@ -1,9 +1,13 @@
-"""Whether a freshly trained adapter replaces the SLM it was trained from.
+"""Whether a freshly trained adapter replaces the model a route serves now.
 
 An adapter is judged the way the cascade is: by success on tasks it never saw (the held-out split) and by
 cost per successful task. It must win on both; a higher success rate bought with a higher CPS (longer
 answers, more escalations) is not an improvement, and a tie keeps the serving model: swapping models has a
 cost and a risk that an equal result does not pay for.
+
+Winning on its own route is not enough: an adapter trained on one route's traffic can forget what the base
+model did well elsewhere. A regression set (other requests the same tier answers) is replayed to both, and
+the adapter may lose at most a stated margin of success there.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 
 from policies.cost import cost_per_successful_task
 
-__all__ = ["HeldOutResult", "PromotionDecision", "decide_promotion"]
+__all__ = ["HeldOutResult", "PromotionDecision", "RegressionCheck", "decide_promotion"]
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,31 @@ def _describe(result: HeldOutResult) -> str:
     return f"{result.successes}/{result.cases} ({result.success_rate:.1%}), CPS ${result.cps:.6g}"
 
 
-def decide_promotion(base: HeldOutResult, adapted: HeldOutResult) -> PromotionDecision:
-    """Promote only when the adapted model has a strictly higher success rate AND a strictly lower CPS.
+@dataclass(frozen=True)
+class RegressionCheck:
+    """Both models on the regression set, and how much success the adapter may lose there."""
+
+    base: HeldOutResult
+    adapted: HeldOutResult
+    margin: float
+
+    def __post_init__(self) -> None:
+        if self.base.cases != self.adapted.cases:
+            raise ValueError(f"the regression set ran {self.base.cases} cases on the base and {self.adapted.cases} "
+                             "on the adapter; they must match")
+        if not 0 <= self.margin < 1:
+            raise ValueError(f"margin must be in [0, 1), got {self.margin}")
+
+    @property
+    def drop(self) -> float:
+        """Success the adapter lost on the regression set (negative when it gained)."""
+        return self.base.success_rate - self.adapted.success_rate
+
+
+def decide_promotion(base: HeldOutResult, adapted: HeldOutResult,
+                     regression: RegressionCheck | None = None) -> PromotionDecision:
+    """Promote only when the adapted model has a strictly higher success rate AND a strictly lower CPS on the
+    route's held-out cases, and (given a regression check) loses at most its margin of success there.
 
     Raises ValueError when the two runs cover different numbers of cases: they must be the same split.
     """
@@ -64,4 +91,10 @@ def decide_promotion(base: HeldOutResult, adapted: HeldOutResult) -> PromotionDe
         return PromotionDecision(False, f"success rate not higher: {scores}")
     if adapted.cps >= base.cps:
         return PromotionDecision(False, f"cost per successful task not lower: {scores}")
-    return PromotionDecision(True, f"better on both: {scores}")
+    if regression is None:
+        return PromotionDecision(True, f"better on both: {scores}")
+    kept = (f"regression set {regression.adapted.successes}/{regression.adapted.cases} vs base "
+            f"{regression.base.successes}/{regression.base.cases}, margin {regression.margin:.0%}")
+    if regression.drop > regression.margin + 1e-12:
+        return PromotionDecision(False, f"forgets other requests: {kept}; route: {scores}")
+    return PromotionDecision(True, f"better on both: {scores}; {kept}")

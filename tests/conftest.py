@@ -69,7 +69,12 @@ def cluster_config_for_tests(otlp_endpoint: str, state_dir: Path) -> dict:
         {"name": "recorded", "tiers": ["slm", "fallback"], "difficulty": {"predictor": "constant",
                                                                           "hard_threshold": 0.0}},
         {"name": "adapted", "tiers": ["slm", "fallback"], "adapter": "alpha"},
-        {"name": "distilled", "tiers": ["slm", "fallback"]},  # `cascade adapt` promotes an adapter here
+        # `cascade adapt` rounds promote and roll back adapters here, replaying `kept` as the regression set;
+        # training asks Ray for a sliver of a CPU, which is what this 2-core cluster has left
+        {"name": "distilled", "tiers": ["slm", "fallback"], "adaptation": {
+            "regression_routes": ["kept"], "regression_margin": 0.25, "rollback_min_requests": 4,
+            "rollback_max_drop": 0.25, "train_resources": {"num_cpus": 0.05}, "train_timeout_s": 900}},
+        {"name": "kept", "tiers": ["slm", "fallback"], "record": False},
         # only the two-replica books test sends here: pre-routed to the fallback, so its answers are recorded
         {"name": "shared", "tiers": ["slm", "fallback"], "difficulty": {"predictor": "constant",
                                                                         "hard_threshold": 0.0}},

@@ -78,6 +78,8 @@ class RequestRecord:
     recorded_at: float
     request: Unit
     attempts: tuple[tuple[str, Unit], ...]
+    adapter: str | None = None
+    """The adapter the route's first tier ran with, when it had one: what the rollback watch judges."""
 
     def with_outcome(self, success: bool) -> "RequestRecord":
         """The same request after late feedback: the request and its final attempt take `success`."""
@@ -118,6 +120,7 @@ def build_record(root: ReadableSpan, descendants: Sequence[ReadableSpan], record
         recorded_at=recorded_at,
         request=request,
         attempts=attempts,
+        adapter=str(attrs[sc.CASCADE_ADAPTER]) if attrs.get(sc.CASCADE_ADAPTER) else None,
     )
 
 

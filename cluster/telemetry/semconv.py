@@ -24,6 +24,7 @@ ERROR_TYPE: Final = "error.type"
 
 # --- slm-cascade attributes -----------------------------------------------------------------------
 CASCADE_ROUTE: Final = "cascade.route"
+CASCADE_ADAPTER: Final = "cascade.adapter"  # the LoRA adapter the route's first tier ran (rollback watch)
 CASCADE_REQUEST_ID: Final = "cascade.request_id"
 CASCADE_TIER: Final = "cascade.tier"
 CASCADE_REPLICA: Final = "cascade.replica"  # the Serve replica that ran the engine call (routing, affinity)

@@ -69,6 +69,20 @@ class RequestWindow:
                 raise UnknownRequestError(request_id)
             self._records[request_id] = record.with_outcome(success)
 
+    def now(self) -> float:
+        """The window's clock, which stamps arriving records: what `outcomes(since=...)` compares with."""
+        return self._clock()
+
+    def outcomes(self, route: str, adapter: str | None, since: float | None = None) -> tuple[int, int]:
+        """(requests, successes) of one route served with one adapter (None: without one), feedback applied;
+        with `since` (a `now()` reading), only requests that arrived from then on."""
+        with self._lock:
+            self._evict()
+            units = [record.request for record in self._records.values()
+                     if record.route == route and record.adapter == adapter
+                     and (since is None or record.recorded_at >= since)]
+        return len(units), sum(unit.success for unit in units)
+
     def snapshot(self) -> dict[str, Any]:
         """`{"overall": {...}, "routes": {name: {...}}, "tiers": {name: {...}}}`, keys per `SNAPSHOT_KEYS`."""
         with self._lock:

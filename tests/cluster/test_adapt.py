@@ -1,38 +1,27 @@
-"""`cascade adapt` without a cluster: config checks, the data gate, the success rule and the config write-back.
+"""An adaptation round without a cluster: the checks that fail a round before it trains (with the reason the
+ledger records), the data gate, adapter names, replayed requests, the success rule, and the tables
+`cascade adapt` prints.
 
-The end-to-end run (training, replay against the running gateway, promotion, apply) needs the real cluster and
-is tested there; nothing here stands in for it.
+Training, replay through the gateway, promotion and rollback need the real cluster and are tested there
+(tests/deployments/test_adapt_e2e.py); nothing here stands in for them.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from cluster.adapt import (
-    AdaptError,
-    AdaptResult,
-    adapter_name,
-    format_adapt_result,
-    replay_body,
-    run_adapt,
-)
-from cluster.adaptation.dataset import NotEnoughDataError
+from cluster.adapt import format_round, format_status
+from cluster.adaptation.round import RoundOutcome, RoundRequest, adapter_name, replay_body, run_round
 from cluster.adaptation.success import answer_matches, tool_case
-from cluster.adaptation.train import TrainSettings, TrainSummary
-from cluster.config import ADAPTER_NAME_PATTERN, ConfigError, load_config
-from cluster.config_edit import set_route_fields, write_atomically, write_route_fields
+from cluster.adaptation.train import TrainSettings
+from cluster.config import ADAPTER_NAME_PATTERN, load_config
 from cluster.recording import RecordedExample, RecordingStore
-from policies.promotion import HeldOutResult, decide_promotion
-
-UNREACHABLE = "http://127.0.0.1:9"  # nothing here may get as far as the gateway
 
 TOOLS = [
     {"type": "function", "function": {
@@ -75,7 +64,7 @@ def json_example(content: str) -> RecordedExample:
                     {"role": "assistant", "content": content})
 
 
-# ---- config problems ------------------------------------------------------------------------------------
+# ---- what fails a round before it trains -----------------------------------------------------------------
 
 
 def config_data(tmp_path: Path, lora: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -88,34 +77,42 @@ def config_data(tmp_path: Path, lora: dict[str, Any] | None = None) -> dict[str,
     return data
 
 
-def write_config(tmp_path: Path, data: dict[str, Any]) -> Path:
-    path = tmp_path / "cascade.yaml"
-    path.write_text("# my cluster\n" + yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def adapt(config_path: Path, route: str = "tools", **options: Any) -> None:
-    run_adapt(config_path, route, base_url=UNREACHABLE, settings=TrainSettings(**options.pop("train", {})),
-              **options)
-
-
-def adapter_dir(tmp_path: Path) -> Path:
-    return tmp_path / "adapters"
-
-
 def valid_lora(tmp_path: Path) -> dict[str, Any]:
-    return {"max_lora_rank": 8, "adapter_dir": str(adapter_dir(tmp_path))}
+    return {"max_lora_rank": 8, "adapter_dir": str(tmp_path / "adapters")}
+
+
+def round_of(data: dict[str, Any], route: str = "tools", facts: dict[str, Any] | None = None,
+             **options: Any) -> tuple[RoundOutcome, list[str]]:
+    """The round's outcome and the progress it reported (its facts into `facts`); it must fail before it needs
+    Ray (books=None)."""
+    said: list[str] = []
+
+    def report(progress: str, reported: dict[str, Any]) -> None:
+        said.append(progress)
+        (facts if facts is not None else {}).update(reported)
+
+    outcome = run_round(RoundRequest(config=data, route=route, **options), round_id=1, books=None, report=report)
+    return outcome, said
+
+
+def record_tools(tmp_path: Path, count: int, route: str = "tools") -> None:
+    with RecordingStore(tmp_path / "recordings.sqlite") as store:
+        for _ in range(count):
+            store.record(recorded({"messages": MESSAGES, "tools": TOOLS, "tool_choice": "required"},
+                                  reply(call("add", {"a": 2, "b": 3})), route=route))
 
 
 def test_unknown_route_names_the_known_ones(tmp_path: Path) -> None:
-    with pytest.raises(AdaptError, match=r"route 'nope' does not exist; known: default, tools"):
-        adapt(write_config(tmp_path, config_data(tmp_path, valid_lora(tmp_path))), route="nope")
+    outcome, _ = round_of(config_data(tmp_path, valid_lora(tmp_path)), route="nope")
+    assert outcome.state == "failed"
+    assert re.match(r"route 'nope' does not exist; known: default, tools", outcome.reason)
 
 
 @pytest.mark.parametrize("lora", [None, {"max_lora_rank": 8}], ids=["no-lora", "lora-without-adapter-dir"])
 def test_slm_without_an_adapter_dir_says_what_to_add(tmp_path: Path, lora: dict[str, Any] | None) -> None:
-    with pytest.raises(AdaptError, match=r"tier 'slm' .* has no lora.adapter_dir: add `lora: \{adapter_dir: "):
-        adapt(write_config(tmp_path, config_data(tmp_path, lora)))
+    outcome, _ = round_of(config_data(tmp_path, lora))
+    assert outcome.state == "failed"
+    assert re.search(r"tier 'slm' .* has no lora.adapter_dir: add `lora: \{adapter_dir: ", outcome.reason)
 
 
 def test_a_remote_first_tier_is_refused(tmp_path: Path) -> None:
@@ -123,41 +120,58 @@ def test_a_remote_first_tier_is_refused(tmp_path: Path) -> None:
     data["tiers"].append({"kind": "remote", "name": "hosted", "base_url": "https://llm.example/v1",
                           "remote_model": "big"})
     data["routes"][-1]["tiers"] = ["hosted", "slm"]
-    with pytest.raises(AdaptError, match=r"route 'tools' starts with remote tier 'hosted'"):
-        adapt(write_config(tmp_path, data))
+    outcome, _ = round_of(data)
+    assert outcome.state == "failed" and "route 'tools' starts with remote tier 'hosted'" in outcome.reason
 
 
 def test_a_rank_the_tier_cannot_serve_is_refused_before_training(tmp_path: Path) -> None:
-    with pytest.raises(AdaptError, match=r"rank 16 exceeds the lora.max_lora_rank \(8\) of tier 'slm'"):
-        adapt(write_config(tmp_path, config_data(tmp_path, valid_lora(tmp_path))), train={"rank": 16})
+    outcome, said = round_of(config_data(tmp_path, valid_lora(tmp_path)), settings=TrainSettings(rank=16))
+    assert outcome.state == "failed"
+    assert "rank 16 exceeds the lora.max_lora_rank (8) of tier 'slm'" in outcome.reason
+    assert said == []
 
 
-@pytest.mark.parametrize("fraction", [0.0, 1.0])
-def test_the_held_out_fraction_must_leave_both_sides(tmp_path: Path, fraction: float) -> None:
-    with pytest.raises(AdaptError, match="held-out fraction must be between 0 and 1"):
-        adapt(write_config(tmp_path, config_data(tmp_path, valid_lora(tmp_path))), held_out_fraction=fraction)
+def test_a_base_model_that_changed_under_the_serving_adapter_fails_the_round(tmp_path: Path) -> None:
+    record_tools(tmp_path, 20)
+    outcome, said = round_of(config_data(tmp_path, valid_lora(tmp_path)), serving_adapter="tools-20261126t093000",
+                             serving_base_model="embedded:some-older-slm")
+    assert outcome.state == "failed"
+    assert outcome.reason.startswith("the serving adapter 'tools-20261126t093000' was trained on "
+                                     "'embedded:some-older-slm' but tier 'slm' now serves 'embedded:")
+    assert "`cascade adapt rollback --route tools`" in outcome.reason
+    assert said == []
 
 
-def test_missing_recordings_are_not_created_empty(tmp_path: Path) -> None:
-    with pytest.raises(AdaptError, match=r"no recordings at .*recordings.sqlite: set gateway.recording.enabled"):
-        adapt(write_config(tmp_path, config_data(tmp_path, valid_lora(tmp_path))))
-    assert not (tmp_path / "recordings.sqlite").exists()
+def test_too_little_data_fails_the_round_and_writes_no_adapter(tmp_path: Path) -> None:
+    record_tools(tmp_path, 3)
+    record_tools(tmp_path, 20, route="default")  # plenty, but another route's: the regression set
+    facts: dict[str, Any] = {}
+    outcome, said = round_of(config_data(tmp_path, valid_lora(tmp_path)), facts=facts)
+    assert outcome.state == "failed"
+    assert re.match(r"3 usable examples recorded .* adapting needs at least 8", outcome.reason)
+    assert said == ["checking data"]
+    assert (facts["recorded"], facts["train_pairs"] + facts["held_out"], facts["regression_cases"]) == (3, 3, 20)
+    assert not (tmp_path / "adapters").exists()
 
 
-def test_too_little_data_writes_nothing(tmp_path: Path) -> None:
-    config_path = write_config(tmp_path, config_data(tmp_path, valid_lora(tmp_path)))
-    before = config_path.read_bytes()
-    with RecordingStore(tmp_path / "recordings.sqlite") as store:
-        for _ in range(3):
-            store.record(tool_example(call("add", {"a": 2, "b": 3})))
-        for _ in range(20):  # plenty, but another route's
-            store.record(recorded({"messages": MESSAGES, "tools": TOOLS, "tool_choice": "required"},
-                                  reply(call("add", {"a": 2, "b": 3})), route="default"))
-    with pytest.raises(NotEnoughDataError, match=r"^3 usable examples recorded .* adapting needs at least 8"):
-        adapt(config_path)
-    assert not adapter_dir(tmp_path).exists()
-    assert config_path.read_bytes() == before
-    assert not config_path.with_name("cascade.yaml.bak").exists()
+@pytest.mark.parametrize(("adaptation", "regression_cases"), [
+    ({}, 12),  # every other route on the SLM: default and pinned
+    ({"regression_routes": ["pinned"]}, 5),
+    ({"regression_cases": 8}, 8),
+    ({"regression_routes": []}, 0),
+])
+def test_the_regression_set_comes_from_other_routes_on_the_same_tier(tmp_path: Path, adaptation: dict[str, Any],
+                                                                     regression_cases: int) -> None:
+    data = config_data(tmp_path, valid_lora(tmp_path))
+    data["routes"][-1]["adaptation"] = adaptation
+    data["routes"] += [{"name": "pinned", "tiers": ["slm"]}, {"name": "big", "tiers": ["fallback"]}]
+    record_tools(tmp_path, 3)
+    record_tools(tmp_path, 7, route="default")
+    record_tools(tmp_path, 5, route="pinned")
+    record_tools(tmp_path, 9, route="big")  # starts on another tier: not this adapter's concern
+    facts: dict[str, Any] = {}
+    round_of(data, facts=facts)
+    assert facts["regression_cases"] == regression_cases
 
 
 # ---- adapter names and replayed requests ----------------------------------------------------------------
@@ -253,82 +267,48 @@ def test_a_json_answer_succeeds_when_it_equals_the_recorded_one(content: str | N
     assert answer_matches(example, {"role": "assistant", "content": content}) is matches
 
 
-# ---- config write-back ----------------------------------------------------------------------------------
+# ---- the tables `cascade adapt` prints -------------------------------------------------------------------
 
 
-def test_promotion_sets_the_route_adapter_and_keeps_the_rest(tmp_path: Path) -> None:
-    data = config_data(tmp_path, valid_lora(tmp_path))
-    config_path = write_config(tmp_path, data)
-    before = config_path.read_text()
-    config = write_route_fields(config_path, "tools", {"adapter": "tools-20261126t093000"})
-    assert config.route("tools").adapter == "tools-20261126t093000"
-    assert config.route("default").adapter is None
-    written = yaml.safe_load(config_path.read_text())
-    assert written["routes"][-1] == {"name": "tools", "tiers": ["slm", "fallback"], "adapter": "tools-20261126t093000"}
-    del written["routes"][-1]["adapter"]
-    assert written == data  # every other setting, in the user's own form (not expanded with defaults)
-    assert config_path.with_name("cascade.yaml.bak").read_text() == before
-    assert load_config(config_path) == config
+FIGURES = {"cases": 6, "successes": 5, "cost_usd": 0.002, "errors": 1, "cps": 0.0004}
+NONE_RIGHT = {"cases": 6, "successes": 0, "cost_usd": 0.002, "errors": 0, "cps": float("inf")}
 
 
-def test_a_config_without_routes_gets_its_default_route_written_out() -> None:
-    data = {"tiers": [{"name": "slm", "model": "m", "lora": {"adapter_dir": "/a"}}]}
-    assert set_route_fields(data, "default", {"adapter": "default-20260101t000000"}) == {
-        **data, "routes": [{"name": "default", "adapter": "default-20260101t000000"}]}
-    assert "routes" not in data  # the caller's data is not changed
+def a_round(state: str, reason: str, **facts: Any) -> dict[str, Any]:
+    return {"id": 7, "route": "tools", "trigger": "policy", "state": state, "started_at": 1_790_000_000.0,
+            "finished_at": 1_790_000_300.0, "progress": "done", "examples": 40, "adapter": "tools-20261126t093000",
+            "reason": reason, "facts": facts}
 
 
-def test_a_write_that_would_not_validate_leaves_the_file_alone(tmp_path: Path) -> None:
-    config_path = write_config(tmp_path, config_data(tmp_path, lora=None))  # the SLM cannot serve adapters
-    before = config_path.read_bytes()
-    with pytest.raises(ConfigError, match=r"routes.2.adapter|routes.tools.adapter"):
-        write_route_fields(config_path, "tools", {"adapter": "tools-20261126t093000"})
-    assert config_path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cascade.yaml"]
+def test_a_finished_round_shows_its_data_training_replays_and_decision() -> None:
+    facts = {"recorded": 40, "skipped": 4, "train_pairs": 27, "held_out": 9, "regression_cases": 12,
+             "first_loss": 1.65, "last_loss": 1.23, "epochs": 3, "train_s": 147.2, "train_attempts": 2,
+             "baseline": "slm", "candidate": "slm:tools-20261126t093000", "base": NONE_RIGHT, "adapted": FIGURES,
+             "regression_base": FIGURES, "regression_adapted": FIGURES}
+    lines = format_round(a_round("promoted", "better on both: ...", **facts)).splitlines()
+    text = "\n".join(lines)
+    assert lines[0].split(None, 1)[1] == "7 of route tools (policy), promoted"
+    assert "40 recorded, 4 skipped" in text and "27 to train, 9 held out, 12 regression" in text
+    assert "3 epochs, loss 1.650 -> 1.230, 147 s, 2 attempt(s)" in text
+    assert "held-out slm  " in text and "0/6 (0%), CPS $inf, 0 errors" in text
+    assert "5/6 (83%), CPS $0.0004, 1 errors" in text
+    assert lines[-1].split(None, 1) == ["decision", "better on both: ..."]
 
 
-def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "cascade.yaml"
-    path.write_text("old: 1\n")
-    path.chmod(0o640)
-
-    def fail(*_: Any) -> None:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(OSError, match="disk full"):
-        write_atomically(path, "new: 2\n")
-    assert path.read_text() == "old: 1\n"
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-    monkeypatch.undo()
-    write_atomically(path, "new: 2\n")
-    assert path.read_text() == "new: 2\n"
-    assert (path.stat().st_mode & 0o777) == 0o640
-    assert path.with_name("cascade.yaml.bak").read_text() == "old: 1\n"
+def test_a_round_that_failed_early_shows_only_what_it_reached() -> None:
+    text = format_round(a_round("failed", "3 usable examples recorded")).splitlines()
+    assert [line.split()[0] for line in text] == ["round", "started", "adapter", "decision"]
 
 
-# ---- the report -----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("adapted_successes", "written", "last_line"), [
-    (9, True, "config: routes.tools.adapter = tools-20261126t093000 (written and applied)"),
-    (9, False, "config: unchanged (--no-apply)"),
-    (5, False, "config: unchanged; the candidate stays at /a/tools-20261126t093000 for inspection"),
-])
-def test_the_report_shows_both_runs_and_what_happened_to_the_config(
-    adapted_successes: int, written: bool, last_line: str
-) -> None:
-    base, adapted = HeldOutResult(10, 5, 0.02), HeldOutResult(10, adapted_successes, 0.01)
-    result = AdaptResult(
-        route="tools", adapter="tools-20261126t093000", adapter_path=Path("/a/tools-20261126t093000"),
-        training=TrainSummary(30, 24, 3, 1.5, 0.4, 12.0, Path("/a/tools-20261126t093000"), 8),
-        baseline_model="slm", adapted_model="slm:tools-20261126t093000", base=base, adapted=adapted,
-        base_errors=0, adapted_errors=1, decision=decide_promotion(base, adapted),
-        recorded=50, used=40, skipped=10, held_out=10, config_written=written,
-    )
-    lines = format_adapt_result(result).splitlines()
-    assert "50 recorded, 40 usable (10 skipped" in lines[1]
-    assert lines[-1] == last_line
-    assert [line.split()[:3] for line in lines if line.startswith("slm")] == [
-        ["slm", "5/10", "50%"], ["slm:tools-20261126t093000", f"{adapted_successes}/10", f"{adapted_successes}0%"]]
+def test_the_status_marks_what_each_route_serves() -> None:
+    version = {"version": 2, "adapter": "tools-20261126t093000", "state": "rolled_back", "promoted_at": 1_790_000_000.0,
+               "reason": "automatic: live success 2/20 (10%) since promotion vs 18/20 (90%) before",
+               "lineage": {"round": 7, "examples": 40, "data_snapshot": "ab12", "base_model": "embedded:slm",
+                           "parent": None}}
+    status = {"routes": {"tools": {"configured": None, "versions": [version]},
+                         "adapted": {"configured": "alpha", "versions": []}},
+              "rounds": [a_round("promoted", "better on both")]}
+    text = format_status(status)
+    assert "route tools: serving no adapter (from the config)" in text
+    assert "route adapted: serving alpha (from the config)" in text
+    assert "v2 tools-20261126t093000" in text and "rolled_back" in text and "; automatic: live success" in text

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from policies.promotion import HeldOutResult, decide_promotion
+from policies.promotion import HeldOutResult, RegressionCheck, decide_promotion
 
 
 def test_success_rate_and_cps():
@@ -60,3 +60,38 @@ def test_requires_the_same_held_out_split():
 def test_rejects_impossible_results(kwargs, field):
     with pytest.raises(ValueError, match=field):
         HeldOutResult(**kwargs)
+
+
+# ---- the regression guard: a candidate may not forget other requests -------------------------------------
+
+BETTER = (HeldOutResult(8, 4, 0.04), HeldOutResult(8, 6, 0.03))  # better on both on its own route
+
+
+@pytest.mark.parametrize(("regression_adapted", "promote"), [
+    (HeldOutResult(20, 16, 0.2), True),   # no loss
+    (HeldOutResult(20, 15, 0.2), True),   # lost 5 points: exactly the margin
+    (HeldOutResult(20, 14, 0.2), False),  # lost 10 points
+    (HeldOutResult(20, 0, 0.2), False),   # forgot everything
+])
+def test_a_candidate_that_forgets_more_than_the_margin_is_refused(regression_adapted, promote):
+    check = RegressionCheck(HeldOutResult(20, 16, 0.2), regression_adapted, margin=0.05)
+    decision = decide_promotion(*BETTER, check)
+    assert decision.promote is promote
+    assert ("forgets other requests" in decision.reason) is not promote
+    assert f"regression set {regression_adapted.successes}/20 vs base 16/20, margin 5%" in decision.reason
+
+
+def test_the_route_is_judged_before_the_regression_set():
+    check = RegressionCheck(HeldOutResult(20, 16, 0.2), HeldOutResult(20, 20, 0.2), margin=0.05)
+    decision = decide_promotion(HeldOutResult(8, 4, 0.04), HeldOutResult(8, 4, 0.01), check)
+    assert not decision.promote and "success rate not higher" in decision.reason
+
+
+@pytest.mark.parametrize(("base", "adapted", "margin", "match"), [
+    (HeldOutResult(20, 16, 0.2), HeldOutResult(10, 8, 0.1), 0.05, "must match"),
+    (HeldOutResult(20, 16, 0.2), HeldOutResult(20, 16, 0.2), 1.0, "margin"),
+    (HeldOutResult(20, 16, 0.2), HeldOutResult(20, 16, 0.2), -0.1, "margin"),
+])
+def test_a_regression_check_must_compare_like_with_like(base, adapted, margin, match):
+    with pytest.raises(ValueError, match=match):
+        RegressionCheck(base, adapted, margin)
