@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from bfcl_compare import BIN, SIM_PORT, SIM_TIER, _wait_http, bench, cluster_config  # same cluster, same bench
 
 ROUTE = "sim"

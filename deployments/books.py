@@ -79,7 +79,8 @@ class ClusterBooks:
         self._ledger: Ledger | None = None
         self._config: CascadeConfig | None = None
         self._config_digest = ""
-        self._rounds: dict[int, asyncio.Task[None]] = {}
+        self._rounds: dict[int, asyncio.Task[None]] = {}  # held so the event loop does not drop them mid-round
+        self._starting: set[asyncio.Task[None]] = set()  # policy rounds being started, held likewise
         self._watch: asyncio.TimerHandle | None = None
         # When each promoted version began to serve, on the window's clock: the watch counts only requests from
         # then on (an adapter served before, and rolled back, must not be judged by its old requests). After a
@@ -171,14 +172,14 @@ class ClusterBooks:
     async def rollback(self, route: str, reason: str) -> dict[str, Any]:
         """Take the route's serving version out of service; the one before it (or the config's adapter) serves
         again within a second on every gateway replica. LedgerError when there is nothing to roll back."""
-        ended, now_serving = self._ledger_parts()[1].roll_back(route, reason)
+        ended, now_serving = self._ledger_parts(route)[1].roll_back(route, reason)
         _log.warning("route %r: adapter %s rolled back: %s", route, ended.adapter, reason)
         return {"rolled_back": ended.as_dict(), "serving": now_serving.as_dict() if now_serving else None}
 
     async def promote_version(self, route: str, adapter: str, reason: str) -> dict[str, Any]:
         """Serve an adapter version the ledger knows again (after a rollback, say), as a new version with the
         same lineage; watched like any promotion. LedgerError when the route never had that adapter."""
-        config, ledger = self._ledger_parts()
+        config, ledger = self._ledger_parts(route)
         known = next((v for v in ledger.versions(route) if v.adapter == adapter), None)
         if known is None:
             raise LedgerError(f"route {route!r} has no version with adapter {adapter!r}; `cascade adapt status` "
@@ -201,20 +202,24 @@ class ClusterBooks:
 
     async def adaptation_status(self, route: str | None = None, limit: int = 10) -> dict[str, Any]:
         """Rounds (newest first), versions and what each route serves, as `cascade adapt status` shows them."""
-        _, ledger = self._ledger_parts()
-        routes = [route] if route is not None else [r.name for r in self._config.routes]
+        config, ledger = self._ledger_parts(route)
+        routes = [route] if route is not None else [r.name for r in config.routes]
         return {
             "rounds": [r.as_dict() for r in ledger.rounds(route, limit)],
-            "routes": {name: {"configured": self._config.route(name).adapter,
+            "routes": {name: {"configured": config.route(name).adapter,
                               "versions": [v.as_dict() for v in ledger.versions(name)]} for name in routes},
         }
 
     async def round(self, round_id: int) -> dict[str, Any]:
         return self._ledger_parts()[1].round(round_id).as_dict()
 
-    def _ledger_parts(self) -> tuple[CascadeConfig, Ledger]:
+    def _ledger_parts(self, route: str | None = None) -> tuple[CascadeConfig, Ledger]:
+        """The config and the ledger; RoundError before a gateway configured them, or for a route not in it."""
         if self._config is None or self._ledger is None:
             raise RoundError("no gateway has configured the cluster's books yet; try again once the application runs")
+        known = [r.name for r in self._config.routes]
+        if route is not None and route not in known:
+            raise RoundError(f"route {route!r} does not exist; known: {', '.join(known)}")
         return self._config, self._ledger
 
     def _round_parts(self) -> tuple[CascadeConfig, Ledger, RecordingStore]:
@@ -264,7 +269,9 @@ class ClusterBooks:
         new_examples = self._store.count(route) - (last.examples if last else 0)
         if round_due(new_examples, policy.after_new_examples, time.time() - last.started_at if last else None,
                      policy.min_interval_s, last is not None and last.state == "running"):
-            asyncio.get_running_loop().create_task(self._start_policy_round(route))
+            starting = asyncio.get_running_loop().create_task(self._start_policy_round(route))
+            self._starting.add(starting)
+            starting.add_done_callback(self._starting.discard)
 
     async def _start_policy_round(self, route: str) -> None:
         try:

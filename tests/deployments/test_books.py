@@ -240,3 +240,11 @@ def test_enough_new_examples_start_a_policy_round_and_one_that_cannot_run_fails_
     [round_] = books._ledger.rounds()
     assert (round_.trigger, round_.examples, round_.state) == ("policy", 3, "failed")
     assert round_.reason.startswith("the round's task was lost: ")
+
+
+@pytest.mark.parametrize("call", ["rollback", "promote_version", "adaptation_status"])
+def test_an_unknown_route_is_named_with_the_known_ones(tmp_path, call):
+    books = configured_books(tmp_path)
+    arguments = {"rollback": ("nope", "r"), "promote_version": ("nope", "a", "r"), "adaptation_status": ("nope",)}
+    with pytest.raises(RoundError, match=r"route 'nope' does not exist; known: default, tools"):
+        asyncio.run(getattr(books, call)(*arguments[call]))
