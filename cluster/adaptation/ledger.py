@@ -15,6 +15,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -104,7 +105,7 @@ class AdapterVersion:
 class Ledger:
     """Rounds and versions in a SQLite file; one connection shared by all threads behind a lock."""
 
-    def __init__(self, path: Path, clock: Any = time.time) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
         self._clock = clock
         self._lock = threading.Lock()
