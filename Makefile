@@ -37,7 +37,7 @@ test: setup
 
 # With the cluster up (`make run`): decode speed, gateway overhead against Serve's floor, throughput at load.
 bench: models
-	$(VENV)/bin/python benchmarks/bench_engine.py
+	$(VENV)/bin/python bench/experiments/bench_engine.py
 	$(VENV)/bin/cascade bench throughput --out bench-out/throughput
 
 clean:

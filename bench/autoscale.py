@@ -23,9 +23,9 @@ from typing import Any
 
 from bench.closed_loop import ClosedLoop, RequestRecord, p95_ms
 from cluster.config import CascadeConfig, TierConfig
-from cluster.fault_injection import FaultInjectionError, kill_node
-from cluster.node_types import worker_node_types
-from cluster.topology import NodeState, ReplicaPlacement, alive_nodes_by_type, read_nodes, read_replicas
+from cluster.operations.fault_injection import FaultInjectionError, kill_node
+from cluster.config.node_types import worker_node_types
+from cluster.operations.topology import NodeState, ReplicaPlacement, alive_nodes_by_type, read_nodes, read_replicas
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.autoscale import ScalingTargetError
-from bench.bfcl import CATEGORIES, BenchDataError, load_cases
+from cluster.evaluation.bfcl import CATEGORIES, BenchDataError, load_cases
 from bench.load import LoadError
 from bench.runner import POLICIES, BenchError
-from cluster.confidence_fit import FitError
-from cluster.fault_injection import FaultInjectionError
+from cluster.operations.confidence_fit import FitError
+from cluster.operations.fault_injection import FaultInjectionError
 
 __all__ = ["register"]
 
@@ -99,7 +99,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _replica_reader() -> Callable[[], dict[str, int]]:
-    from cluster.local import status
+    from cluster.operations.local import status
 
     def read() -> dict[str, int]:
         apps = status()["applications"].values()
@@ -167,10 +167,10 @@ def _cmd_throughput(args: argparse.Namespace) -> int:
 def _cmd_faults(args: argparse.Namespace) -> int:
     from functools import partial
 
-    from bench.faults import LOAD_BODY, format_summary, run_fault
+    from bench.fault_recovery import LOAD_BODY, format_summary, run_fault
     from bench.plots import plot_fault_timeline
     from cluster.config import load_config, tier_deployment_name
-    from cluster.fault_injection import kill_engine, kill_replica
+    from cluster.operations.fault_injection import kill_engine, kill_replica
 
     config = load_config(args.config)
     deployment = tier_deployment_name(args.tier)
@@ -189,7 +189,7 @@ def _cmd_autoscale(args: argparse.Namespace) -> int:
     import ray
 
     from bench.autoscale import format_summary, run_autoscale, scaling_targets
-    from bench.faults import LOAD_BODY
+    from bench.fault_recovery import LOAD_BODY
     from bench.plots import plot_autoscale_timeline
     from cluster.config import load_config, tier_deployment_name
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from bench.load import percentile, require_loopback
-from cluster.client_auth import auth_headers
+from cluster.operations.client_auth import auth_headers
 
 Outcome = str  # "ok" | "error" | "lost"
 

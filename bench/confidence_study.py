@@ -25,7 +25,7 @@ from bench.features import annotate_records
 from bench.report import load_records
 from bench.routing_quality import routing_quality
 from bench.simulated_llm import answers_right
-from cluster.confidence_fit import FitResult, LabelledAnswer, fit_confidence, read_labelled, score_answers, scores_of
+from cluster.operations.confidence_fit import FitResult, LabelledAnswer, fit_confidence, read_labelled, score_answers, scores_of
 from policies.answer_features import FEATURE_GROUPS, FEATURES
 from policies.calibration import LabelledOutcome
 from policies.cost import TierPrice, attempt_cost

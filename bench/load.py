@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
-from cluster.client_auth import auth_headers
+from cluster.operations.client_auth import auth_headers
 
 __all__ = ["LevelResult", "LoadError", "LoadReport", "percentile", "require_loopback", "run_load"]
 

@@ -147,7 +147,7 @@ def write_routing_plots(pooled: dict[str, Any], answers: list[Any], model: Any, 
                         out: Path) -> list[str]:
     """Risk-coverage of each confidence, and CPS vs success of the cascade against a random router and the
     oracle (simulated fallback), for `cascade bench confidence`."""
-    from cluster.confidence_fit import score_answers
+    from cluster.operations.confidence_fit import score_answers
 
     plt = _pyplot()
     labels = [a.success for a in answers]

@@ -26,10 +26,10 @@ import httpx
 from tqdm import tqdm
 
 from bench import report as report_module
-from bench.bfcl import Case, load_cases
-from bench.calls import parse_answer, unguided_messages
-from bench.scorer import score_case
-from cluster.client_auth import auth_headers
+from cluster.evaluation.bfcl import Case, load_cases
+from cluster.evaluation.calls import parse_answer, unguided_messages
+from cluster.evaluation.scorer import score_case
+from cluster.operations.client_auth import auth_headers
 
 __all__ = ["POLICIES", "BenchError", "Policy", "parse_policies", "run_bench"]
 

@@ -25,9 +25,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from bench.bfcl import Case
+from cluster.evaluation.bfcl import Case
 from bench.runner import SIMULATED_FINGERPRINT
-from bench.scorer import Call, score_case
+from cluster.evaluation.scorer import Call, score_case
 from policies.verifiers import Candidate, ToolCall, ToolCallVerifier
 
 __all__ = ["SimulatedLLM", "answers_right", "build_app", "serve", "wrong_answer"]

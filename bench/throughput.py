@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from bench.load import percentile, require_loopback
-from cluster.client_auth import auth_headers
+from cluster.operations.client_auth import auth_headers
 
 PATHS = ("gateway", "direct")
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."

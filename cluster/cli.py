@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.cli import register as register_bench_commands
-from cluster.adapt import (
+from cluster.operations.adaptation_client import (
     AdaptError,
     adaptation_status,
     format_round,
@@ -19,14 +19,14 @@ from cluster.adapt import (
     roll_back,
 )
 from cluster.adaptation.train import TrainSettings
-from cluster.calibrate import CalibrateError
+from cluster.operations.calibrate_route import CalibrateError
 from cluster.config import ConfigError, load_config
-from cluster.k8s import K8sError
-from cluster.local import ClusterError
-from cluster.models import EMBEDDED_MODELS, ModelPreparationError
-from cluster.recording import RecordingError
-from cluster.render import RenderError
-from cluster.report import ReportError
+from cluster.operations.k8s import K8sError
+from cluster.operations.local import ClusterError
+from cluster.store.models import EMBEDDED_MODELS, ModelPreparationError
+from cluster.store.recording import RecordingError
+from cluster.operations.render import RenderError
+from cluster.operations.accounting_report import ReportError
 
 
 def _say(message: str) -> None:
@@ -34,7 +34,7 @@ def _say(message: str) -> None:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from cluster.local import up
+    from cluster.operations.local import up
 
     config = load_config(args.config)
     base_url = up(config, args.timeout_s, _say, multinode=args.multinode)
@@ -43,14 +43,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_down(_: argparse.Namespace) -> int:
-    from cluster.local import down
+    from cluster.operations.local import down
 
     print("stopped" if down() else "nothing was running")
     return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from cluster.local import status
+    from cluster.operations.local import status
 
     report = status()
     if args.json:
@@ -70,7 +70,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from cluster.calibrate import CalibrateError, run_calibrate, run_fit
+    from cluster.operations.calibrate_route import CalibrateError, run_calibrate, run_fit
 
     if args.min_success_rate is not None:
         if args.fit or args.target_error is not None or len(args.data) != 1:
@@ -84,7 +84,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from cluster.report import fetch_report, format_table, plot_report
+    from cluster.operations.accounting_report import fetch_report, format_table, plot_report
 
     config = load_config(args.config)
     report = fetch_report(args.url or f"http://{config.gateway.host}:{config.gateway.port}")
@@ -146,7 +146,7 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
 def _cmd_models_prepare(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from cluster.models import prepare_model
+    from cluster.store.models import prepare_model
 
     steps = ["locating GGUF", "verifying GGUF checksum", "converting to safetensors", "writing manifest", "done"]
     for name in args.names or sorted(EMBEDDED_MODELS):
@@ -162,7 +162,7 @@ def _cmd_models_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_models_list(_: argparse.Namespace) -> int:
-    from cluster.models import is_prepared, model_dir
+    from cluster.store.models import is_prepared, model_dir
 
     for name in sorted(EMBEDDED_MODELS):
         state = "prepared" if is_prepared(name) else "not prepared"
@@ -171,7 +171,7 @@ def _cmd_models_list(_: argparse.Namespace) -> int:
 
 
 def _cmd_render_serve_config(args: argparse.Namespace) -> int:
-    from cluster.render import load_values, serve_config_text, values_config
+    from cluster.operations.render import load_values, serve_config_text, values_config
 
     config = values_config(load_values(args.values), args.values) if args.values else load_config(args.config)
     print(serve_config_text(config), end="")
@@ -181,14 +181,14 @@ def _cmd_render_serve_config(args: argparse.Namespace) -> int:
 def _cmd_render_worker_groups(args: argparse.Namespace) -> int:
     import yaml
 
-    from cluster.node_types import helm_worker_groups
+    from cluster.config.node_types import helm_worker_groups
 
     print(yaml.safe_dump({"workerGroups": helm_worker_groups(load_config(args.config))}, sort_keys=False), end="")
     return 0
 
 
 def _cmd_render_chart(args: argparse.Namespace) -> int:
-    from cluster.render import render_chart_text
+    from cluster.operations.render import render_chart_text
 
     print(render_chart_text(args.values, release=args.release, namespace=args.namespace), end="")
     return 0
@@ -197,7 +197,7 @@ def _cmd_render_chart(args: argparse.Namespace) -> int:
 def _cmd_k8s_status(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from cluster.k8s import format_status, get_status
+    from cluster.operations.k8s import format_status, get_status
 
     status = get_status(args.name, args.namespace, kubeconfig=args.kubeconfig, context=args.context)
     print(json.dumps(asdict(status), indent=2) if args.json else format_status(status))
@@ -205,7 +205,7 @@ def _cmd_k8s_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_k8s_wait(args: argparse.Namespace) -> int:
-    from cluster.k8s import format_status, wait_ready
+    from cluster.operations.k8s import format_status, wait_ready
 
     def on_poll(status) -> None:
         _say(f"{status.service_status or 'pending'}: " + ", ".join(f"{a.name}={a.status}" for a in status.applications))

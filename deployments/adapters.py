@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cluster.config import ADAPTER_NAME_PATTERN, LoraSettings
-from cluster.models import cache_root
+from cluster.store.models import cache_root
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

@@ -38,8 +38,8 @@ from cluster.adaptation.ledger import AdapterVersion, Ledger, LedgerError
 from cluster.adaptation.round import RoundError, RoundOutcome, RoundRequest, adaptable_tier, run_round
 from cluster.adaptation.train import TrainSettings
 from cluster.config import CascadeConfig
-from cluster.recording import RecordedExample, RecordingStore
-from cluster.recording import recording_path as configured_store_path
+from cluster.store.recording import RecordedExample, RecordingStore
+from cluster.store.recording import recording_path as configured_store_path
 from cluster.telemetry.aggregate import RequestRecord
 from cluster.telemetry.window import RequestWindow, UnknownRequestError
 from policies.access import TokenBuckets

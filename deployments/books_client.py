@@ -26,7 +26,7 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
-from cluster.recording import RecordedExample
+from cluster.store.recording import RecordedExample
 from cluster.telemetry.aggregate import RequestRecord
 from deployments.books import config_digest
 from policies.access import ApiKey, RateLimitedError, RateLimiter, TokenLeases

@@ -19,7 +19,7 @@ from opentelemetry import trace
 from cluster.config import RouteConfig
 from cluster.telemetry import semconv
 from deployments.protocol import AUTH_REFUSED_CODE, ChatRequest, GatewayError
-from deployments.tool_choice import forced_tools
+from policies.tool_choice import forced_tools
 from deployments.vllm_engine import ChatResult
 from policies.answer_features import answer_features
 from policies.confidence import ConfidenceSignals, TokenUncertainty, build_confidence_policy

@@ -40,7 +40,7 @@ from cluster.config import (
     RouteConfig,
     TierConfig,
 )
-from cluster.recording import RecordedExample, recording_path
+from cluster.store.recording import RecordedExample, recording_path
 from cluster.telemetry import semconv
 from cluster.telemetry.metrics import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from cluster.telemetry.service import GatewayTelemetry
@@ -530,7 +530,7 @@ class Gateway:
 
     async def _checked(self, request: ChatRequest | dict[str, Any]) -> ChatRequest:
         """`_validate`, once per request. Schemas new to this replica are validated in a thread: their first
-        meta-validation costs milliseconds per KB (`benchmarks/bench_verifier_cache.py`), which other requests
+        meta-validation costs milliseconds per KB (`bench/experiments/bench_verifier_cache.py`), which other requests
         on this replica should not wait for. Small ones seen before are compiled and cached (`policies.verifiers`),
         and validating the request again costs less than the hop to a thread, so it runs on the event loop; were
         their compiled form evicted since, recompiling a schema of at most `INLINE_SCHEMA_BYTES` stays short.

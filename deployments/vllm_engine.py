@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from cluster.config import LoraSettings, TierConfig
-from cluster.models import resolve_model
+from cluster.store.models import resolve_model
 from deployments.adapters import AdapterError
-from deployments.tool_choice import forced_tools, rewrite_forced_tool_choice, to_tool_calls
+from policies.tool_choice import forced_tools, rewrite_forced_tool_choice, to_tool_calls
 
 # What slm-cascade relies on from every tier; a tier's engine_args may override them (e.g. a model-specific
 # tool parser on GPU). xgrammar compiles the JSON Schema / tool grammars; compact JSON (no free whitespace)
@@ -34,7 +34,7 @@ CASCADE_ENGINE_DEFAULTS: dict[str, Any] = {
 
 # What a replica runs before it reports ready, so no client pays for it: the first guided request and the first
 # that asks for top logprobs (as every cascade attempt does), which cost 1.6 s more than later ones on the
-# bundled SLM (`benchmarks/cold_start.py`). A forced tool call with logprobs takes the path clients take. Its
+# bundled SLM (`bench/experiments/cold_start.py`). A forced tool call with logprobs takes the path clients take. Its
 # schema is not a client's: a client's first new schema still pays one grammar compile (a cache miss).
 WARM_UP_REQUEST: dict[str, Any] = {
     "messages": [{"role": "user", "content": "Is the service ready? Answer with the tool."}],

@@ -50,7 +50,7 @@ class InvalidSchemaError(ValueError):
 class SchemaLimits:
     """Upper bounds on the schemas of one request; each is inclusive (a schema exactly at a bound passes).
 
-    Costs quoted are from ``benchmarks/bench_schema_limits.py`` on a shared, loaded 2-CPU box, with
+    Costs quoted are from ``bench/experiments/bench_schema_limits.py`` on a shared, loaded 2-CPU box, with
     SmolLM2's tokenizer (49k tokens) for xgrammar; CPU time is quoted where wall time swung 2-5x with the
     load. Gemma 3's tokenizer (262k tokens) makes xgrammar's figures 2-5x larger, 5x for length bounds.
     For reference, OpenAI's Structured Outputs allows 10 levels of object nesting, 5000 properties and

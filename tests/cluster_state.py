@@ -9,6 +9,6 @@ CLUSTER_CONFIG_NAME = "cascade.yaml"  # the config the test cluster was started 
 
 def cluster_state_dir() -> Path:
     """A fixed place under the slm-cascade cache, so a reused cluster (CASCADE_TEST_REUSE_CLUSTER=1) finds them."""
-    from cluster.models import cache_root
+    from cluster.store.models import cache_root
 
     return cache_root() / "test-cluster"

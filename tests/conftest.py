@@ -21,7 +21,7 @@ from hypothesis import settings
 from lora_adapters import make_random_adapter
 from otlp_receiver import OtlpReceiver
 
-from cluster.client_auth import API_KEY_ENV
+from cluster.operations.client_auth import API_KEY_ENV
 
 # Property tests draw the same examples on every run and every machine (no example database carried between
 # runs): a test that passes once passes in CI, and one that fails, fails for everyone.
@@ -113,7 +113,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def prepared_slm() -> Path:
     """The embedded SmolLM2 as a local HF folder, converted first if needed (what `cascade up` would do)."""
-    from cluster.models import prepare_model
+    from cluster.store.models import prepare_model
 
     return prepare_model("smollm2-135m-instruct")
 

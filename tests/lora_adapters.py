@@ -11,7 +11,7 @@ def make_random_adapter(folder: Path, seed: int, rank: int = 8) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from cluster.models import resolve_model
+    from cluster.store.models import resolve_model
 
     torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_pretrained(resolve_model("embedded:smollm2-135m-instruct"),

@@ -1,7 +1,7 @@
 """Recorded examples as (prompt, target) pairs, shaped exactly as the SLM sees them when serving.
 
 An adapter only helps if it is trained on the prompts the engine renders and the tokens guided decoding
-makes it emit: a forced tool choice is rewritten by `deployments.tool_choice` into a json_schema request with
+makes it emit: a forced tool choice is rewritten by `policies.tool_choice` into a json_schema request with
 a tools system message, and the model answers in compact JSON (a list of calls for "required", the arguments
 for a named function). Training on the OpenAI-shaped `tool_calls` instead would teach a format the SLM never
 produces. The SLM's free-text path has no verifiable target, so those requests are skipped.
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from cluster.recording import RecordedExample
-from deployments.tool_choice import ForcedTools, rewrite_forced_tool_choice
+from cluster.store.recording import RecordedExample
+from policies.tool_choice import ForcedTools, rewrite_forced_tool_choice
 
 __all__ = [
     "MINIMUM_HELD_OUT",

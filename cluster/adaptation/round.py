@@ -36,8 +36,8 @@ from cluster.adaptation.dataset import (
 from cluster.adaptation.success import answer_matches
 from cluster.adaptation.train import TrainingError, TrainSettings, TrainSummary, train_lora
 from cluster.config import ADAPTER_NAME_PATTERN, CascadeConfig, RouteConfig, TierConfig
-from cluster.models import ModelPreparationError, resolve_model
-from cluster.recording import CONTRACT_FIELDS, RecordedExample, RecordingError, RecordingStore, recording_path
+from cluster.store.models import ModelPreparationError, resolve_model
+from cluster.store.recording import CONTRACT_FIELDS, RecordedExample, RecordingError, RecordingStore, recording_path
 from policies.promotion import HeldOutResult, RegressionCheck, decide_promotion
 
 __all__ = ["REPLAY_MAX_TOKENS", "RoundError", "RoundOutcome", "RoundRequest", "adaptable_tier", "adapter_name",

@@ -1,6 +1,6 @@
 """What counts as a success on a held-out example: the reply gives the recorded, verified answer.
 
-Tool calls are judged by the BFCL benchmark's AST rules (bench/scorer.py) against the recorded calls, with
+Tool calls are judged by the BFCL benchmark's AST rules (cluster/evaluation/scorer.py) against the recorded calls, with
 the request's own tool schemas as the function docs; JSON answers by JSON equality.
 """
 
@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bench.bfcl import Case
-from bench.calls import parse_answer
-from bench.scorer import score_case
-from cluster.recording import RecordedExample
-from deployments.tool_choice import forced_tools
+from cluster.evaluation.bfcl import Case
+from cluster.evaluation.calls import parse_answer
+from cluster.evaluation.scorer import score_case
+from cluster.store.recording import RecordedExample
+from policies.tool_choice import forced_tools
 
 __all__ = ["answer_matches", "tool_case"]
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
-from bench.bfcl import load_cases
+from cluster.evaluation.bfcl import load_cases
 from bench.simulated_llm import SimulatedLLM, build_app
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.bfcl import load_cases
+from cluster.evaluation.bfcl import load_cases
 from bench.features import annotate_records, record_features
 
 

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from bench.bfcl import load_cases
+from cluster.evaluation.bfcl import load_cases
 from bench.load import LoadError, require_loopback, run_load
 from bench.runner import parse_policies, request_body
 

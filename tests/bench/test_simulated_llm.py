@@ -7,10 +7,10 @@ import sys
 import pytest
 from openai import OpenAI
 
-from bench.calls import parse_answer
+from cluster.evaluation.calls import parse_answer
 from bench.report import REPORT_KEYS
 from bench.runner import BenchError, parse_policies, request_body, run_bench
-from bench.scorer import score_case
+from cluster.evaluation.scorer import score_case
 from bench.simulated_llm import SimulatedLLM, wrong_answer
 from policies.verifiers import Candidate, ToolCall, ToolCallVerifier
 

@@ -14,8 +14,8 @@ from cluster.adaptation.dataset import (
     require_minimum,
     split_held_out,
 )
-from cluster.recording import RecordedExample
-from deployments.tool_choice import rewrite_forced_tool_choice, to_tool_calls, tools_system_prompt
+from cluster.store.recording import RecordedExample
+from policies.tool_choice import rewrite_forced_tool_choice, to_tool_calls, tools_system_prompt
 
 TOOLS = [
     {"type": "function", "function": {

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cluster.adaptation.dataset import TrainingPair, build_pairs
 from cluster.adaptation.train import TrainingError, TrainSettings, TrainSummary, encode_pair, train_lora
-from cluster.recording import RecordedExample
+from cluster.store.recording import RecordedExample
 
 ADD = {"type": "function", "function": {
     "name": "add", "description": "Add two integers.",

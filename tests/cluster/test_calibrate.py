@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.calibrate import CalibrateError, load_outcomes, run_calibrate
+from cluster.operations.calibrate_route import CalibrateError, load_outcomes, run_calibrate
 
 DATA = Path(__file__).parent / "data" / "labelled_outcomes.jsonl"
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from cluster.config import ConfigError, load_config
-from cluster.config_edit import set_route_fields, write_atomically, write_route_fields
+from cluster.config.edit import set_route_fields, write_atomically, write_route_fields
 
 
 def config_data(tmp_path: Path, lora: dict[str, Any] | None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.k8s import K8sError, format_status, get_status, parse_status, wait_ready
+from cluster.operations.k8s import K8sError, format_status, get_status, parse_status, wait_ready
 
 PATH = "/apis/ray.io/v1/namespaces/serving/rayservices/prod"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cluster import models
-from cluster.models import (
+from cluster.store.models import (
     MANIFEST_NAME,
     ModelPreparationError,
     is_prepared,

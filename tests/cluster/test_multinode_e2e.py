@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from cluster.config import load_config
-from cluster.node_types import HEAD_TYPE
+from cluster.config.node_types import HEAD_TYPE
 
 CASCADE = str(Path(sys.executable).with_name("cascade"))
 pytestmark = pytest.mark.multinode

@@ -15,7 +15,7 @@ import yaml
 
 from bench.autoscale import ScalingTargetError, Targets, scaling_targets
 from cluster.config import load_config, parse_config
-from cluster.node_types import (
+from cluster.config.node_types import (
     AUTOSCALER_HEAD_TYPE,
     HEAD_TYPE,
     POOL_LABEL,
@@ -24,7 +24,7 @@ from cluster.node_types import (
     single_node_resources,
     worker_node_types,
 )
-from cluster.topology import NodeState, ReplicaPlacement, alive_nodes_by_type, nodes_report
+from cluster.operations.topology import NodeState, ReplicaPlacement, alive_nodes_by_type, nodes_report
 
 RAY_CLUSTER_SCHEMA = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
 

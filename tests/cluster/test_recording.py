@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.recording import RecordedExample, RecordingError, RecordingStore, contract_fields
+from cluster.store.recording import RecordedExample, RecordingError, RecordingStore, contract_fields
 
 BODY = {
     "model": "auto",

@@ -43,7 +43,7 @@ SENT: dict[str | None, list[str]] = {}  # the ids of the route's answers, by the
 
 
 def greeting_example(name: str):
-    from cluster.recording import RecordedExample
+    from cluster.store.recording import RecordedExample
 
     body = {"messages": [{"role": "user", "content": f"Greet {name}."}], "tools": [GREET], "tool_choice": "required"}
     answer = {"role": "assistant", "content": None, "tool_calls": [{"id": f"call_{uuid.uuid4().hex[:8]}",
@@ -53,7 +53,7 @@ def greeting_example(name: str):
 
 
 def acknowledgement_example(index: int):
-    from cluster.recording import RecordedExample
+    from cluster.store.recording import RecordedExample
 
     body = {"messages": [{"role": "user", "content": f"Acknowledge message {index}."}], "response_format": ONLY_OK}
     return RecordedExample.create("kept", "fallback", body, {"role": "assistant", "content": '{"ok": true}'})
@@ -61,7 +61,7 @@ def acknowledgement_example(index: int):
 
 @pytest.fixture(scope="module")
 def recorded(cluster: str) -> Path:
-    from cluster.recording import RecordingStore
+    from cluster.store.recording import RecordingStore
 
     config_path = cluster_state_dir() / CLUSTER_CONFIG_NAME
     store_path = Path(yaml.safe_load(config_path.read_text())["gateway"]["recording"]["path"])

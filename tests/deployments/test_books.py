@@ -11,7 +11,7 @@ import pytest
 
 from cluster.adaptation.ledger import LedgerError
 from cluster.adaptation.round import RoundError, RoundOutcome
-from cluster.recording import RecordedExample, RecordingStore
+from cluster.store.recording import RecordedExample, RecordingStore
 from cluster.telemetry.aggregate import RequestRecord, Unit
 from deployments.books import WATCH_DELAY_S, ClusterBooks, config_digest
 

@@ -45,7 +45,7 @@ def settled(cluster: str, expected: dict[str, int]) -> dict:
 
 
 def test_two_gateway_replicas_keep_one_set_of_books(cluster: str) -> None:
-    from cluster.recording import RecordingStore
+    from cluster.store.recording import RecordingStore
 
     before = route_figures(cluster)
     with RecordingStore(cluster_state_dir() / "recordings.sqlite") as store:

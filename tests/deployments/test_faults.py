@@ -12,8 +12,8 @@ from functools import partial
 
 import pytest
 
-from bench.faults import LOAD_BODY, format_summary, run_fault
-from cluster.fault_injection import kill_engine, kill_replica
+from bench.fault_recovery import LOAD_BODY, format_summary, run_fault
+from cluster.operations.fault_injection import kill_engine, kill_replica
 
 pytestmark = [pytest.mark.cluster, pytest.mark.faults]
 

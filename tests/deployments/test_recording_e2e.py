@@ -24,7 +24,7 @@ def send(cluster: str, route: str, **extra: object) -> dict:
 
 
 def test_only_verified_answers_from_above_the_slm_are_recorded_with_only_the_contract(cluster: str) -> None:
-    from cluster.recording import RecordingStore
+    from cluster.store.recording import RecordingStore
 
     with RecordingStore(cluster_state_dir() / "recordings.sqlite") as store:
         before_recorded, before_default = store.count("recorded"), store.count("default")
@@ -41,7 +41,7 @@ def test_only_verified_answers_from_above_the_slm_are_recorded_with_only_the_con
 
 
 def test_a_request_sent_with_store_false_is_answered_but_never_recorded(cluster: str) -> None:
-    from cluster.recording import RecordingStore
+    from cluster.store.recording import RecordingStore
 
     with RecordingStore(cluster_state_dir() / "recordings.sqlite") as store:
         before = store.count("recorded")

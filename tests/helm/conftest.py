@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cluster.render import CHART_DIR, load_values, manifests, render_chart
+from cluster.operations.render import CHART_DIR, load_values, manifests, render_chart
 
 RELEASE = "test-release"  # a fixed release name, as helm-unittest suites use
 NAMESPACE = "serving"

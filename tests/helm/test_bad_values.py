@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.render import RenderError, render_chart
+from cluster.operations.render import RenderError, render_chart
 
 
 def _fails(chart, mutate, *fragments: str) -> None:
@@ -60,7 +60,7 @@ def test_a_misspelt_top_level_key_is_rejected(chart) -> None:
 
 
 def test_a_cascade_the_app_rejects_is_reported_by_values_config(chart) -> None:
-    from cluster.render import values_config
+    from cluster.operations.render import values_config
 
     values = chart.example("gpu-single")
     values["cascade"]["tiers"][1]["name"] = "slm"

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from cluster.config import load_config
-from cluster.node_types import helm_worker_groups
-from cluster.render import (
+from cluster.config.node_types import helm_worker_groups
+from cluster.operations.render import (
     CHART_DIR,
     SERVE_DEFAULTS_FILE,
     RenderError,
@@ -60,7 +60,7 @@ def test_deployments_equal_the_apps_even_for_a_compact_cascade(chart, values_fil
 
 
 def test_the_charts_defaults_file_is_generated_from_the_config_model() -> None:
-    fix = 'regenerate: python -c "from cluster.render import write_serve_defaults; write_serve_defaults()"'
+    fix = 'regenerate: python -c "from cluster.operations.render import write_serve_defaults; write_serve_defaults()"'
     assert json.loads(SERVE_DEFAULTS_FILE.read_text()) == json.loads(json.dumps(serve_defaults())), fix
 
 

@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from cluster.render import lint_chart
+from cluster.operations.render import lint_chart
 
 KUBERAY_CRDS = Path(__file__).with_name("kuberay")  # shipped with the tests: source and licence in its README
 
@@ -80,7 +80,7 @@ def test_every_values_file_renders_the_core_objects(chart, values_file: tuple[st
 
 
 def test_render_chart_text_is_multi_document_yaml_like_helm_template(chart) -> None:
-    from cluster.render import render_chart_text
+    from cluster.operations.render import render_chart_text
 
     documents = [doc for doc in yaml.safe_load_all(render_chart_text(chart.examples[0])) if doc]
     assert {"RayService", "Service"} <= {doc["kind"] for doc in documents}

@@ -7,7 +7,7 @@ default plus that simulated tier and a route `sim` (SLM -> simulated LLM), then 
    threshold sweep;
 2. simulated fallback: slm-only, llm-only (simulated), cascade on route `sim`; threshold sweep.
 
-    .venv/bin/python benchmarks/bfcl_compare.py --limit 50 --out bench-results
+    .venv/bin/python bench/experiments/bfcl_compare.py --limit 50 --out bench-results
 
 Figures that involve the simulated tier are labelled simulated in every report.
 """

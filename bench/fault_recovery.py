@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.closed_loop import ClosedLoop, RequestRecord, p95_ms
-from cluster.fault_injection import Replica, replacement, replica_processes, running_replicas
+from cluster.operations.fault_injection import Replica, replacement, replica_processes, running_replicas
 
 # The fixed load: one forced tool call the SLM answers right, grounded and above the default route's threshold
 # in about a second on a CPU ("What is 2 plus 3?" it answers add(1, 2), which the grounding veto escalates).

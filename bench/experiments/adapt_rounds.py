@@ -1,6 +1,6 @@
 """Adaptation over several rounds of traffic: does the cascade get cheaper as it serves?
 
-    .venv/bin/python benchmarks/adapt_rounds.py --out adapt-rounds
+    .venv/bin/python bench/experiments/adapt_rounds.py --out adapt-rounds
 
 1. `cascade simulate-llm` on loopback: a stand-in LLM fallback that answers from BFCL's ground truth at 90%
    accuracy. Every figure that involves it is simulated, and labelled so.
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from bfcl_compare import BIN, SIM_PORT, SIM_TIER, _wait_http, bench, cluster_config  # same cluster, same bench
+from bench.experiments.bfcl_compare import BIN, SIM_PORT, SIM_TIER, _wait_http, bench, cluster_config  # same cluster, same bench
 
 ROUTE = "sim"
 REGRESSION_ROUTE = "general"

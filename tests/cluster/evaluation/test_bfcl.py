@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from bench.bfcl import CATEGORIES, BenchDataError, load_cases, to_openai_tool
+from cluster.evaluation.bfcl import CATEGORIES, BenchDataError, load_cases, to_openai_tool
 from policies.verifiers import validate_tool_schemas
 
 

@@ -2,11 +2,11 @@
 
 Each case's right answer is its first acceptable value per argument. Prints one line per category:
 
-    .venv/bin/python benchmarks/grounding_on_bfcl_truth.py
+    .venv/bin/python bench/experiments/grounding_on_bfcl_truth.py
 """
 import json
 
-from bench.bfcl import load_cases
+from cluster.evaluation.bfcl import load_cases
 from policies.grounding import GroundingVerifier, conversation_text
 from policies.verifiers import Candidate, ToolCall
 

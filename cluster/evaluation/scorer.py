@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.bfcl import Case
+from cluster.evaluation.bfcl import Case
 
 __all__ = ["Call", "Score", "score_case", "standardize"]
 

@@ -2,7 +2,7 @@
 pairs of a right and a wrong answer to the same question and prints both scores. Not a test: a measurement of
 the bundled judge tier (`cascade up` with a route that has a judge first; the test cluster has `judged`).
 
-    .venv/bin/python benchmarks/judge_quality.py --deployment judge-judged
+    .venv/bin/python bench/experiments/judge_quality.py --deployment judge-judged
 """
 
 from __future__ import annotations

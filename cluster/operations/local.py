@@ -3,7 +3,7 @@
 `up` returns once the application is RUNNING and its HTTP endpoint answers, leaving Ray running detached (as
 `ray start` + `serve deploy` do), so `cascade up` behaves the same from a shell, a Makefile or a test.
 
-Two shapes (see cluster/node_types.py): one node that advertises every pool, or (`multinode=True`) a head
+Two shapes (see cluster/config/node_types.py): one node that advertises every pool, or (`multinode=True`) a head
 plus worker nodes that Ray's autoscaler starts and stops on this machine, one node type per pool.
 """
 
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from cluster.config import CascadeConfig
-from cluster.models import EMBEDDED_PREFIX, cache_root, is_prepared, prepare_model
-from cluster.node_types import HEAD_TYPE, POOL_LABEL, autoscaler_config, single_node_resources
+from cluster.store.models import EMBEDDED_PREFIX, cache_root, is_prepared, prepare_model
+from cluster.config.node_types import HEAD_TYPE, POOL_LABEL, autoscaler_config, single_node_resources
 
 APP_STATUS_RUNNING = "RUNNING"
 APP_STATUS_FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
@@ -97,7 +97,7 @@ def _check_fits(config: CascadeConfig, multinode: bool) -> None:
     """Refuse to deploy onto a running cluster that could never place the config's replicas: one of the
     other shape, a one-node head advertising less of a pool than the config may use, or a multi-node
     cluster started without a node type for one of its pools. Pools are fixed when the head starts."""
-    from cluster.topology import read_nodes
+    from cluster.operations.topology import read_nodes
 
     demand = single_node_resources(config)
     head = next((node for node in read_nodes() if node.alive and node.type == HEAD_TYPE), None)
@@ -207,7 +207,7 @@ def status() -> dict[str, Any]:
     import ray
     from ray import serve
 
-    from cluster.topology import nodes_report, read_nodes, read_replicas
+    from cluster.operations.topology import nodes_report, read_nodes, read_replicas
 
     if not ray_is_running():
         raise ClusterError("no local Ray cluster is running; start one with `cascade up`")

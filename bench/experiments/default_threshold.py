@@ -6,7 +6,7 @@ without it (5 folds by a hash of the case id, the same fit), joined with the fal
 cases (an `llm-only` bench run), and `policies.calibration.calibrate` picks the lowest-CPS threshold whose
 success is at least the better single tier's. The evaluation categories are never read.
 
-    .venv/bin/python benchmarks/default_threshold.py --train runs/simple_python runs/parallel \
+    .venv/bin/python bench/experiments/default_threshold.py --train runs/simple_python runs/parallel \
         runs/live_multiple --fallback-run runs/fallback/simple_python
 """
 
@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from bench.report import load_records
-from cluster.confidence_fit import LabelledAnswer, case_bucket, fit_confidence, read_labelled, score_answers
+from cluster.operations.confidence_fit import LabelledAnswer, case_bucket, fit_confidence, read_labelled, score_answers
 from policies.calibration import LabelledOutcome, calibrate
 
 FOLDS = 5

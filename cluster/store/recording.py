@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from cluster.config import RecordingConfig
-from cluster.models import cache_root
+from cluster.store.models import cache_root
 
 __all__ = ["CONTRACT_FIELDS", "RecordedExample", "RecordingError", "RecordingStore", "contract_fields"]
 

@@ -37,7 +37,7 @@ class EmbeddedModel:
     gguf_sha256: str
     locate_gguf: Callable[[], Path]
     chat_template: str | None = None
-    """A template file in cluster/chat_templates/, for GGUFs that carry none (vLLM needs one for chat)."""
+    """A template file in cluster/store/chat_templates/, for GGUFs that carry none (vLLM needs one for chat)."""
 
 
 def _file_in_package(package: str, filename: str) -> Path:
@@ -142,7 +142,7 @@ def _convert(gguf: Path, out: Path, chat_template: str | None) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if chat_template is not None and not tokenizer.chat_template:
-        tokenizer.chat_template = files("cluster").joinpath(f"chat_templates/{chat_template}").read_text()
+        tokenizer.chat_template = files("cluster.store").joinpath(f"chat_templates/{chat_template}").read_text()
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The weights are already dequantised to float32; the GGUF quantiser and config describe the file we
     # read, not what we write. Left in place, save_pretrained refuses to run and vLLM would treat the

@@ -17,8 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bench.bfcl import Case
-from bench.scorer import Call
+from cluster.evaluation.bfcl import Case
+from cluster.evaluation.scorer import Call
 from policies.verifiers import Candidate, ToolCall, ToolCallVerifier
 
 __all__ = ["ParsedAnswer", "parse_answer", "unguided_messages"]

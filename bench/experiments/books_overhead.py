@@ -9,7 +9,7 @@ first or pass --address) and times, in this process as a gateway replica would c
 - the calls off the hot path: feedback and the report (each one actor round trip, plus the replica's flush);
 - the per-replica path they replaced: `RequestWindow.add` and `RateLimiter.acquire` in process.
 
-    .venv/bin/python benchmarks/books_overhead.py --requests 2000
+    .venv/bin/python bench/experiments/books_overhead.py --requests 2000
 """
 
 from __future__ import annotations

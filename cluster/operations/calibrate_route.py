@@ -1,7 +1,7 @@
 """`cascade calibrate`: choose a route's threshold, fit its confidence model, certify its threshold.
 
 `--min-success-rate` picks the threshold with the lowest CPS above a success floor from labelled outcomes of
-both tiers (below). `--fit` fits the confidence model on labelled answers (`cluster.confidence_fit`), and
+both tiers (below). `--fit` fits the confidence model on labelled answers (`cluster.operations.confidence_fit`), and
 `--target-error A --delta D` certifies the lowest threshold whose accepted answers err at most A with
 confidence 1-D; both write into the route of `--config` (`run_fit`).
 
@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from cluster.confidence_fit import (
+from cluster.operations.confidence_fit import (
     FitError,
     FitResult,
     LabelledAnswer,
@@ -35,7 +35,7 @@ from cluster.confidence_fit import (
     score_answers,
 )
 from cluster.config import DEFAULT_ROUTE, load_config
-from cluster.config_edit import write_route_fields
+from cluster.config.edit import write_route_fields
 from policies.calibration import (
     CalibrationError,
     CalibrationPoint,

@@ -29,7 +29,7 @@ import xgrammar
 from jsonschema import Draft202012Validator
 from tqdm import tqdm
 
-from deployments.tool_choice import ForcedTools, forced_tool_schema
+from policies.tool_choice import ForcedTools, forced_tool_schema
 from policies.schema_limits import DEFAULT_SCHEMA_LIMITS, InvalidSchemaError, check_request_limits
 
 SMOLLM2 = "smollm2-135m-instruct"
@@ -200,7 +200,7 @@ def _jsonschema(case: Case) -> bool:
 
 def _compiler(model: str) -> tuple[xgrammar.GrammarCompiler | None, str]:
     """A compiler over ``model``'s tokenizer from the model cache, or None and why not."""
-    from cluster.models import is_prepared, model_dir
+    from cluster.store.models import is_prepared, model_dir
 
     if not is_prepared(model):
         return None, f"compile columns skipped: {model} is not prepared (`cascade models prepare`)"

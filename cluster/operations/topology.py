@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from cluster.node_types import HEAD_TYPE, POOL_LABEL
+from cluster.config.node_types import HEAD_TYPE, POOL_LABEL
 
 UNLABELLED = "unlabelled"  # a node started by something other than slm-cascade
 

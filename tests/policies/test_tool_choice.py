@@ -7,7 +7,7 @@ import json
 import jsonschema
 import pytest
 
-from deployments.tool_choice import ForcedTools, forced_tool_schema, rewrite_forced_tool_choice, to_tool_calls
+from policies.tool_choice import ForcedTools, forced_tool_schema, rewrite_forced_tool_choice, to_tool_calls
 
 ADD = {"type": "function", "function": {"name": "add", "description": "Add two integers.", "parameters": {
     "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}}}

@@ -7,9 +7,9 @@ import types
 
 import pytest
 
-from bench.bfcl import Case, load_cases, to_openai_tool
-from bench.calls import parse_answer
-from bench.scorer import score_case, standardize
+from cluster.evaluation.bfcl import Case, load_cases, to_openai_tool
+from cluster.evaluation.calls import parse_answer
+from cluster.evaluation.scorer import score_case, standardize
 
 AREA = {"name": "area", "parameters": {"type": "dict", "required": ["base", "height"], "properties": {
     "base": {"type": "float"}, "height": {"type": "integer"}, "unit": {"type": "string"}}}}

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from cluster.client_auth import API_KEY_ENV, auth_headers
+from cluster.operations.client_auth import API_KEY_ENV, auth_headers
 
 COLUMNS = (
     ("requests", "requests", "{:d}"),

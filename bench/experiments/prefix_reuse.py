@@ -23,8 +23,8 @@ MAX_TOOLS_JSON_CHARS = 4500
 
 def workload(tool_lists: int, repeats: int) -> list[tuple[int, int, dict[str, Any]]]:
     """(tool list, repeat, body), interleaved so repeats of one list are never back to back."""
-    from bench.bfcl import load_cases
-    from deployments.tool_choice import tools_system_prompt
+    from cluster.evaluation.bfcl import load_cases
+    from policies.tool_choice import tools_system_prompt
 
     # The largest tool lists that still leave room in the bundled SLM's 2048-token context (about 3.5 characters
     # of JSON per token): the long shared prefix agents send.
@@ -32,7 +32,7 @@ def workload(tool_lists: int, repeats: int) -> list[tuple[int, int, dict[str, An
     cases = sorted(sized, key=lambda case: len(json.dumps(case.tools)), reverse=True)
     chosen, questions = cases[:tool_lists], [case.messages for case in cases[tool_lists:tool_lists + repeats]]
     # The prompt a forced tool call gets on a tier whose chat template ignores `tools` (the bundled SLM's):
-    # the tool list described in a system message first (deployments.tool_choice), then the conversation.
+    # the tool list described in a system message first (policies.tool_choice), then the conversation.
     return [(index, repeat, {"messages": [{"role": "system", "content": tools_system_prompt(case.tools)},
                                           *questions[repeat]], "max_tokens": 1, "temperature": 0.0})
             for repeat in range(repeats) for index, case in enumerate(chosen)]

@@ -37,7 +37,7 @@ def _books(config_path: Path) -> Iterator[Any]:
     """The running cluster's books for this config's application, over a Ray connection closed afterwards."""
     import ray
 
-    from cluster.local import ray_is_running
+    from cluster.operations.local import ray_is_running
     from deployments.books import BOOKS_NAMESPACE, books_name
 
     config = load_config(config_path)
