@@ -10,7 +10,7 @@ ENGINE      ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 TORCH_INDEX ?=
 TORCH_PIN   ?= torch==2.13.0
 
-.PHONY: setup models run test bench clean
+.PHONY: setup models run test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -32,8 +32,13 @@ run: models
 	$(VENV)/bin/cascade up
 	@cat docs/examples.txt
 
-test: setup
+test: lint
 	$(VENV)/bin/python -m pytest
+
+# ruff on the whole tree; mypy on the pure policies, the deployments and the config model (pyproject.toml).
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # With the cluster up (`make run`): decode speed, gateway overhead against Serve's floor, throughput at load.
 bench: models

@@ -23,8 +23,8 @@ from typing import Any
 
 from bench.closed_loop import ClosedLoop, RequestRecord, p95_ms
 from cluster.config import CascadeConfig, TierConfig
-from cluster.operations.fault_injection import FaultInjectionError, kill_node
 from cluster.config.node_types import worker_node_types
+from cluster.operations.fault_injection import FaultInjectionError, kill_node
 from cluster.operations.topology import NodeState, ReplicaPlacement, alive_nodes_by_type, read_nodes, read_replicas
 
 
@@ -221,7 +221,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     rows = [
         ("load", f"{summary['concurrency']} concurrent clients on {summary['deployment']}"),
         ("requests sent / 2xx / explicit errors / lost",
-         f"{summary['sent']} / {summary['ok']} / {summary['error']} {summary['errors_by_status'] or ''} / {summary['lost']}"),
+         f"{summary['sent']} / {summary['ok']} / {summary['error']} {summary['errors_by_status'] or ''} "
+         f"/ {summary['lost']}"),
         ("answered by tier", summary["answered_by_tier"]),
         ("replicas start / peak / end", " / ".join(str(v) for v in summary["replicas"].values())),
         (f"{summary['pool']} nodes start / peak / end", " / ".join(str(v) for v in summary["pool_nodes"].values())),

@@ -14,15 +14,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.autoscale import ScalingTargetError
-from cluster.evaluation.bfcl import CATEGORIES, BenchDataError, load_cases
 from bench.load import LoadError
 from bench.runner import POLICIES, BenchError
+from cluster.config import GatewayConfig
+from cluster.evaluation.bfcl import CATEGORIES, BenchDataError, load_cases
 from cluster.operations.confidence_fit import FitError
 from cluster.operations.fault_injection import FaultInjectionError
 
 __all__ = ["register"]
 
-DEFAULT_URL = "http://127.0.0.1:8000/v1"
+# The gateway's own defaults: a local `cascade up` of a config that does not move them.
+DEFAULT_URL = f"http://{GatewayConfig.model_fields['host'].default}:{GatewayConfig.model_fields['port'].default}/v1"
 _ERRORS = (BenchError, BenchDataError, LoadError, FaultInjectionError, ScalingTargetError, FitError)
 
 
@@ -253,7 +255,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--concurrency", type=int, default=2)
     run.add_argument("--out", default="bench-out", help="folder for records.jsonl and the report")
     run.add_argument("--no-guided", action="store_true", help="tool_choice auto, tools described in the prompt")
-    run.add_argument("--no-store", action="store_true", help="send store: false, so no answer is recorded (evaluations)")
+    run.add_argument("--no-store", action="store_true",
+                     help="send store: false, so no answer is recorded (evaluations)")
     run.add_argument("--llm-tier", default="fallback", help="tier the llm-only policy addresses")
     run.add_argument("--simulated-tier", action="append", default=[], help="tier served by simulate-llm (repeat)")
     run.add_argument("--sweep-thresholds", action="store_true", help="replay slm-only/llm-only through calibration")
@@ -269,7 +272,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     confidence = actions.add_parser("confidence", help="fit the confidence model on training bench runs and report "
                                     "AUROC, APGR and CPS on evaluation runs (other categories)")
     confidence.add_argument("--train", nargs="+", required=True, metavar="DIR", help="slm-only bench folders to fit on")
-    confidence.add_argument("--eval", nargs="+", required=True, metavar="DIR", help="slm-only bench folders to report on")
+    confidence.add_argument("--eval", nargs="+", required=True, metavar="DIR",
+                            help="slm-only bench folders to report on")
     confidence.add_argument("--fallback-run", nargs="*", default=[], metavar="DIR",
                             help="llm-only bench folders of the real fallback on the evaluation cases")
     confidence.add_argument("--simulated-accuracy", type=float, default=0.9, help="the simulated fallback's accuracy")
@@ -293,7 +297,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     throughput = actions.add_parser("throughput", help="streamed throughput and time to first token at each "
                                     "concurrency, through the gateway and straight to the tier's replicas")
-    throughput.add_argument("--url", default=DEFAULT_URL, help=f"OpenAI base URL, loopback only (default {DEFAULT_URL})")
+    throughput.add_argument("--url", default=DEFAULT_URL,
+                            help=f"OpenAI base URL, loopback only (default {DEFAULT_URL})")
     throughput.add_argument("--config", help="config the cluster was started with (default: the embedded default)")
     throughput.add_argument("--tier", help="tier to load (default: the config's first vLLM tier)")
     throughput.add_argument("--concurrency", default="1,2,4,8,16", help="comma-separated levels, run in order")

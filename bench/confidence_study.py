@@ -25,7 +25,14 @@ from bench.features import annotate_records
 from bench.report import load_records
 from bench.routing_quality import routing_quality
 from bench.simulated_llm import answers_right
-from cluster.operations.confidence_fit import FitResult, LabelledAnswer, fit_confidence, read_labelled, score_answers, scores_of
+from cluster.operations.confidence_fit import (
+    FitResult,
+    LabelledAnswer,
+    fit_confidence,
+    read_labelled,
+    score_answers,
+    scores_of,
+)
 from policies.answer_features import FEATURE_GROUPS, FEATURES
 from policies.calibration import LabelledOutcome
 from policies.cost import TierPrice, attempt_cost
@@ -161,7 +168,8 @@ def _markdown(report: dict[str, Any]) -> str:
         a, g = entry["auroc"], entry["grounding"]
         lines.append(f"| {category} | {entry['n']} | {entry['right']} | {_f(a['fitted'])} | {_f(a['served (before)'])}"
                      f" | {_f(a['ablation: logprobs only'])} | {_f(a['ablation: verifiers only'])} | "
-                     f"{_f(a['ablation: grounding only'])} | {_f(g['precision'])} | {_f(g['flagged_share_of_right'])} |")
+                     f"{_f(a['ablation: grounding only'])} | {_f(g['precision'])} | "
+                     f"{_f(g['flagged_share_of_right'])} |")
     for kind, title in (("simulated", "a simulated fallback (BFCL's answers at the set accuracy: simulated)"),
                         ("embedded_fallback", "the embedded fallback (Gemma-3-270M, measured)")):
         rows = [(c, e[kind]) for c, e in report["categories"].items() if kind in e]
@@ -175,7 +183,8 @@ def _markdown(report: dict[str, Any]) -> str:
             at = q["cascade_at_target"] or {}
             lines.append(f"| {category} | {q['slm_success_rate']:.1%} | {q['fallback_success_rate']:.1%} | "
                          f"{q['oracle_success_rate']:.1%} | {q['best_cascade_success_rate']:.1%} "
-                         f"({q['best_cascade_escalated_share']:.0%}) | {_f(q['apgr'])} ({_f(q['apgr_perfect_ranking'])}) | "
+                         f"({q['best_cascade_escalated_share']:.0%}) | {_f(q['apgr'])} "
+                         f"({_f(q['apgr_perfect_ranking'])}) | "
                          f"{_f(q['escalation_for_50pct_gap'])} / "
                          f"{_f(q['escalation_for_80pct_gap'])} | {_f(q['cps_ratio_to_oracle'])} "
                          f"(escalating {_f(at.get('escalated_share'))}) | {_f(q['cps_ratio_to_fallback'])} |")

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cluster.evaluation.bfcl import CATEGORIES, Case, load_cases
 from bench.runner import RECORDS_FILE
 from cluster.config.edit import write_atomically
+from cluster.evaluation.bfcl import CATEGORIES, Case, load_cases
 from policies.answer_features import answer_features
 from policies.grounding import GroundingVerifier
 from policies.verifiers import Candidate, ToolCallVerifier, safe_verify

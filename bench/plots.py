@@ -126,7 +126,8 @@ def plot_autoscale_timeline(run: dict[str, Any], path: Path) -> Path:
                     label=f"{summary['deployment']} replicas RUNNING")
     scale_axis.step(times, [sample["nodes"].get(summary["pool"], 0) for sample in samples], where="post",
                     linestyle="--", label=f"{summary['pool']} nodes alive")
-    scale_axis.set(ylabel="count", ylim=(0, max(summary["targets"]["max_replicas"], summary["targets"]["max_nodes"]) + 0.5))
+    highest_count = max(summary["targets"]["max_replicas"], summary["targets"]["max_nodes"])
+    scale_axis.set(ylabel="count", ylim=(0, highest_count + 0.5))
     scale_axis.yaxis.get_major_locator().set_params(integer=True)
     scale_axis.legend(loc="lower right", fontsize="small")
     latency_axis.plot(times, [float("nan") if s["p95_ms"] is None else s["p95_ms"] / 1000 for s in samples],

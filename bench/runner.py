@@ -102,7 +102,8 @@ async def _send(client: httpx.AsyncClient, case: Case, policy: Policy, guided: b
                               "route": policy.route, "case_id": case.id, "category": case.category,
                               "success": False, "schema_valid": False, "executable": None, "status": 0}
     try:
-        response = await client.post("chat/completions", json=request_body(case, policy, guided, store), headers=headers)
+        response = await client.post("chat/completions", json=request_body(case, policy, guided, store),
+                                     headers=headers)
         body = response.json()
     except (httpx.HTTPError, ValueError) as error:
         return {**record, "latency_ms": (time.perf_counter() - started) * 1000, "error": type(error).__name__}

@@ -25,8 +25,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from cluster.evaluation.bfcl import Case
 from bench.runner import SIMULATED_FINGERPRINT
+from cluster.evaluation.bfcl import Case
 from cluster.evaluation.scorer import Call, score_case
 from policies.verifiers import Candidate, ToolCall, ToolCallVerifier
 

@@ -182,7 +182,8 @@ def format_table(results: Sequence[PathLevel]) -> str:
     for r in sorted(results, key=lambda r: (r.concurrency, PATHS.index(r.path))):
         lines.append(f"{r.concurrency:>4} {r.path:<8} {r.ok:>4} {r.shed:>4} {r.failed:>4} {r.requests_per_s:>6.2f} "
                      f"{r.output_tokens_per_s:>6.1f} {ms(r.latency_p50_ms):>7} {ms(r.latency_p95_ms):>7} "
-                     f"{ms(r.ttft_p50_ms):>8} {ms(r.ttft_p95_ms):>8} {r.replicas if r.replicas is not None else '-':>8}")
+                     f"{ms(r.ttft_p50_ms):>8} {ms(r.ttft_p95_ms):>8} "
+                     f"{r.replicas if r.replicas is not None else '-':>8}")
     by_key = {(r.concurrency, r.path): r for r in results}
     ratios = [f"{c}: {by_key[c, 'gateway'].output_tokens_per_s / by_key[c, 'direct'].output_tokens_per_s:.2f}"
               for c in sorted({r.concurrency for r in results})

@@ -9,6 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.cli import register as register_bench_commands
+from cluster.adaptation.dataset import HELD_OUT_FRACTION
+from cluster.adaptation.train import TrainSettings
+from cluster.config import DEFAULT_ROUTE, ApiKeyConfig, ConfigError, load_config
+from cluster.operations.accounting_report import ReportError
 from cluster.operations.adaptation_client import (
     AdaptError,
     adaptation_status,
@@ -18,15 +22,12 @@ from cluster.operations.adaptation_client import (
     request_round,
     roll_back,
 )
-from cluster.adaptation.train import TrainSettings
 from cluster.operations.calibrate_route import CalibrateError
-from cluster.config import ConfigError, load_config
 from cluster.operations.k8s import K8sError
 from cluster.operations.local import ClusterError
+from cluster.operations.render import RenderError
 from cluster.store.models import EMBEDDED_MODELS, ModelPreparationError
 from cluster.store.recording import RecordingError
-from cluster.operations.render import RenderError
-from cluster.operations.accounting_report import ReportError
 
 
 def _say(message: str) -> None:
@@ -259,7 +260,7 @@ def _add_adapt_command(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--epochs", type=int, default=defaults.epochs)
     run.add_argument("--rank", type=int, default=defaults.rank, help="LoRA rank (at most the tier's max_lora_rank)")
     run.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    run.add_argument("--held-out", type=float, default=0.25, metavar="F",
+    run.add_argument("--held-out", type=float, default=HELD_OUT_FRACTION, metavar="F",
                      help="share of the examples kept out of training to judge the adapter")
     run.add_argument("--no-promote", action="store_true", help="decide and report, but keep the serving adapter")
     run.add_argument("--detach", action="store_true", help="start the round and return; `adapt status` follows it")
@@ -310,10 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--labels", metavar="FILE", help="success labels joined on case_id (feedback, a grader)")
     calibrate.add_argument("--holdout-categories", type=lambda text: [c for c in text.split(",") if c], default=[],
                            metavar="A,B", help="evaluate on these categories (default: a fixed quarter of the cases)")
-    calibrate.add_argument("--target-error", type=float, help="certify the lowest threshold with accepted error <= this")
+    calibrate.add_argument("--target-error", type=float,
+                           help="certify the lowest threshold with accepted error <= this")
     calibrate.add_argument("--delta", type=float, default=0.05, help="the certificate holds with probability 1-delta")
     calibrate.add_argument("--config", help="write the model and threshold into this config file")
-    calibrate.add_argument("--route", default="default", help="the route to write (default: default)")
+    calibrate.add_argument("--route", default=DEFAULT_ROUTE, help=f"the route to write (default: {DEFAULT_ROUTE})")
     calibrate.set_defaults(run=_cmd_calibrate)
 
     report = commands.add_parser("report", help="CPS, validity, latency and energy from the running gateway")
@@ -331,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--routes", help="comma-separated routes the key may use (default: all)")
     create.add_argument("--direct-tiers", action="store_true", help="may address tiers by name")
     create.add_argument("--requests-per-minute", type=float, help="rate limit per gateway replica")
-    create.add_argument("--burst", type=int, default=10, help="requests allowed at once before the rate applies")
+    create.add_argument("--burst", type=int, default=ApiKeyConfig.model_fields["burst"].default,
+                        help="requests allowed at once before the rate applies")
     create.set_defaults(run=_cmd_keys_create)
 
     models = commands.add_parser("models", help="embedded model cache").add_subparsers(dest="action", required=True)

@@ -120,7 +120,9 @@ def _lora_layers(name: str, weights: Path) -> dict[str, tuple[int, int, int]]:
     layers = {}
     for key, a_shape in shapes.items():
         match = _LORA_A.match(key)
-        b_shape = shapes.get(_LORA_A.sub(r"\g<module>.lora_\g<kind>B\g<suffix>", key)) if match else None
+        if match is None:
+            continue
+        b_shape = shapes.get(_LORA_A.sub(r"\g<module>.lora_\g<kind>B\g<suffix>", key))
         if b_shape is not None:  # A is (rank, in features), B is (out features, rank)
             layers[match["module"]] = (a_shape[0], a_shape[-1], b_shape[0])
     if not layers:

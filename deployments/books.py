@@ -14,7 +14,7 @@ uses for its state actor):
   tasks they own, promote what a round found better, and watch a promoted adapter's live success, rolling it
   back when it falls (`policies.rollback`). Replicas read the serving versions every second.
 
-What is lost when the actor or its node is lost (README, "One cluster, one truth"): Ray restarts the actor
+What is lost when the actor or its node is lost (docs/books.md): Ray restarts the actor
 (`max_restarts=-1`); the window restarts empty and the buckets full, while recordings and the ledger are on
 disk (a round that was running is marked failed: its owner is gone). Replicas keep
 serving meanwhile: records and examples wait in their buffers and are sent once it is back, rate limits fall
@@ -34,6 +34,7 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
+from cluster.adaptation.dataset import HELD_OUT_FRACTION
 from cluster.adaptation.ledger import AdapterVersion, Ledger, LedgerError
 from cluster.adaptation.round import RoundError, RoundOutcome, RoundRequest, adaptable_tier, run_round
 from cluster.adaptation.train import TrainSettings
@@ -140,8 +141,9 @@ class ClusterBooks:
 
     # ---- adaptation -------------------------------------------------------------------------------------
 
-    async def start_round(self, route: str, settings: TrainSettings | None = None, held_out_fraction: float = 0.25,
-                          promote: bool = True, trigger: str = "command") -> dict[str, Any]:
+    async def start_round(self, route: str, settings: TrainSettings | None = None,
+                          held_out_fraction: float = HELD_OUT_FRACTION, promote: bool = True,
+                          trigger: str = "command") -> dict[str, Any]:
         """Start a round of `route` as a Ray task these books own; returns the round as the ledger has it.
         Raises RoundError or LedgerError (a round of the route is running) with what to fix."""
         config, ledger, store = self._round_parts()
@@ -249,6 +251,8 @@ class ClusterBooks:
         ledger = self._ledger_parts()[1]
         ledger.update_round(round_id, "done", outcome.facts)
         if outcome.state == "promoted":
+            if outcome.adapter is None:
+                raise RoundError(f"round {round_id} was promoted without naming its adapter")
             self._promote(route, outcome.adapter, outcome.lineage, outcome.reason, outcome.lineage.get("parent"))
         ledger.finish_round(round_id, outcome.state, outcome.reason, outcome.adapter)  # type: ignore[arg-type]
 
@@ -262,7 +266,8 @@ class ClusterBooks:
 
     def _maybe_start_policy_round(self, route: str) -> None:
         """A round by the route's policy: enough new examples since the last round, and not too soon after it."""
-        if self._config is None or self._ledger is None or route not in {r.name for r in self._config.routes}:
+        if self._config is None or self._ledger is None or self._store is None \
+                or route not in {r.name for r in self._config.routes}:
             return
         policy = self._config.route(route).adaptation
         last = next(iter(self._ledger.rounds(route, limit=1)), None)
@@ -346,4 +351,7 @@ def books_actor(app_name: str, recording_path: str | None, config: dict[str, Any
         )
         .remote(recording_path, config)
     )
+    # Ray types `.remote()` as `ActorHandle | type[ClusterBooks]` (the latter only for typed method calls).
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"creating the books actor gave {type(actor).__name__}, not an actor handle")
     return actor

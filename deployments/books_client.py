@@ -53,7 +53,8 @@ class BooksClient:
         feedback_wait_s: float = 2.0,
         adapters_interval_s: float = 1.0,
     ) -> None:
-        self._actor = actor
+        # Any: the books' methods are called by name, and Ray types an untyped handle's methods `Never`.
+        self._actor: Any = actor
         self._configuration = (recording_path, config)
         self._config_digest = config_digest(config)
         self._flush_interval_s = flush_interval_s
@@ -72,7 +73,7 @@ class BooksClient:
         self._leasing: dict[str, asyncio.Future[tuple[int, int]]] = {}
         self._fallback = RateLimiter()
         self._stop = threading.Event()
-        ray.get(actor.configure.remote(*self._configuration))
+        self._configure()  # a method: here mypy would still see `self._actor` as the `ActorHandle` it was given
         self._read_serving_adapters()  # a new replica starts with what the route serves now
         self._flusher = threading.Thread(target=self._flush_loop, name="books-flush", daemon=True)
         self._flusher.start()
@@ -131,11 +132,14 @@ class BooksClient:
         return pending
 
     async def _request_lease(self, key: ApiKey) -> tuple[int, int]:
-        ref = self._actor.lease.remote(key.name, key.requests_per_minute, key.burst, TokenLeases.lease_size(key))
+        requests_per_minute = key.requests_per_minute
+        if requests_per_minute is None:
+            raise ValueError(f"key {key.name!r} has no rate limit: it takes no lease")
+        ref = self._actor.lease.remote(key.name, requests_per_minute, key.burst, TokenLeases.lease_size(key))
         granted, retry_after_s = await self._call(ref)
         with self._lock:
             self._leases.hold(key.name, granted)
-            self._limits[key.name] = (key.requests_per_minute, key.burst)
+            self._limits[key.name] = (requests_per_minute, key.burst)
         return granted, retry_after_s
 
     # ---- recordings -------------------------------------------------------------------------------------
@@ -150,6 +154,10 @@ class BooksClient:
                 self._examples.append(example)
 
     # ---- plumbing ---------------------------------------------------------------------------------------
+
+    def _configure(self) -> None:
+        """Give the books this replica's recording path and config."""
+        ray.get(self._actor.configure.remote(*self._configuration))
 
     def close(self) -> None:
         """Send what is buffered and stop the flusher (a replica shutting down)."""

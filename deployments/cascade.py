@@ -19,7 +19,6 @@ from opentelemetry import trace
 from cluster.config import RouteConfig
 from cluster.telemetry import semconv
 from deployments.protocol import AUTH_REFUSED_CODE, ChatRequest, GatewayError
-from policies.tool_choice import forced_tools
 from deployments.vllm_engine import ChatResult
 from policies.answer_features import answer_features
 from policies.confidence import ConfidenceSignals, TokenUncertainty, build_confidence_policy
@@ -35,6 +34,7 @@ from policies.escalation import (
 )
 from policies.grounding import GroundingReport, GroundingVerifier
 from policies.routing import DIFFICULTY_PREDICTORS, TierCooldown, choose_start_tier, cooling_tiers, request_features
+from policies.tool_choice import forced_tools
 from policies.verifiers import Candidate, SchemaVerifier, ToolCallVerifier, Verdict, Verifier, safe_verify
 
 # Alternatives asked of a tier per token: the confidence features need the top two (the margin); vLLM detokenises
@@ -226,10 +226,14 @@ class CascadeRunner:
                 best = best_attempt([a.outcome for a in attempts])
                 return CascadeResult(tuple(attempts), next(a for a in reversed(attempts) if a.outcome is best))
             if decision.action is Action.REPAIR:
+                if attempt.result is None:  # the policy repairs failed verdicts, which only an answer has
+                    raise RuntimeError(f"a repair was decided for an attempt on tier {attempt.tier!r} with no answer")
                 repairs += 1
                 messages = _repair_messages(messages, attempt.result.body["choices"][0]["message"],
                                             attempt.outcome.verdicts)
             else:
+                if decision.target_tier is None:  # only return_best has no target, and it returned above
+                    raise RuntimeError(f"an escalation from tier {attempt.tier!r} names no tier to escalate to")
                 index, repairs, messages = decision.target_tier, 0, list(request.messages)
 
     async def _attempt(
@@ -268,7 +272,8 @@ class CascadeRunner:
                     error = failure
                     span.set_attribute(semconv.ERROR_TYPE, failure.code or str(failure.status))
             latency = time.perf_counter() - started
-            cost, verdicts, confidence, features = 0.0, (), 0.0, {}
+            cost, confidence, features = 0.0, 0.0, {}
+            verdicts: list[Verdict] = []
             if result is not None:
                 usage = result.body.get("usage") or {}
                 cost = attempt_cost(tier.price, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
@@ -313,17 +318,20 @@ class CascadeRunner:
             with self.tracer.start_as_current_span(semconv.SPAN_VERIFY, attributes={"cascade.verifier": verifier.name}):
                 verdicts.append(safe_verify(verifier, candidate))
         if self.judge is not None and all(v.passed for v in verdicts):
-            verdicts.append(await self._judge(body, candidate))
+            verdicts.append(await self._judge(self.judge, body, candidate))
         return verdicts
 
-    async def _judge(self, body: dict[str, Any], candidate: Any) -> Verdict:
+    async def _judge(self, judge: ModelVerifier, body: dict[str, Any], candidate: Any) -> Verdict:
         """The model-based verifier, bounded in time; a crash or timeout means unverified, never a lost request."""
-        name = self.route.judge.method
+        config = self.route.judge
+        if config is None:
+            raise RuntimeError(f"route {self.route.name!r} was given a judge but has no `judge` config")
+        name = config.method
         with self.tracer.start_as_current_span(semconv.SPAN_VERIFY, attributes={"cascade.verifier": name}):
             try:
-                return await asyncio.wait_for(self.judge.verify(body, candidate), self.route.judge.timeout_s)
+                return await asyncio.wait_for(judge.verify(body, candidate), config.timeout_s)
             except TimeoutError:
-                return Verdict.unverified(name, f"no verdict within {self.route.judge.timeout_s:g} s")
+                return Verdict.unverified(name, f"no verdict within {config.timeout_s:g} s")
             except Exception as error:  # noqa: BLE001 - a verifier outage degrades to unverified by design
                 return Verdict.unverified(name, f"verifier failed: {type(error).__name__}")
 

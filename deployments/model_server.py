@@ -1,7 +1,8 @@
-"""The model-server deployment: one vLLM engine per replica, one deployment per model tier.
+"""The model-server deployment: one engine per replica (vLLM in the cluster), one deployment per model tier.
 
 A request for one of the tier's LoRA adapters carries the adapter's name as Serve's multiplexed model id
 (`handle.options(multiplexed_model_id=...)`), so Serve routes it to a replica that already holds the adapter.
+The engine comes from a factory (`engine_protocol`), so the deployment runs over a stand-in without Ray or a model.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from cluster.telemetry.semconv import EnergySource
 from cluster.telemetry.service import deployment_tracer
 from cluster.telemetry.tracing import TracingSettings, extract_context
 from deployments.adapters import AdapterError, ResidentAdapters, UnknownAdapterError
+from deployments.engine_protocol import ChatEngine, EngineFactory
+from deployments.replica import current_replica_id
 from deployments.vllm_engine import ChatResult, StreamSummary, VllmChatEngine
 
 SPAN_ENGINE = "cascade.engine"
@@ -35,15 +38,18 @@ logger = logging.getLogger("ray.serve")
 class ModelServer:
     """Serves chat completions for one tier; the gateway is its only caller."""
 
-    async def __init__(self, tier: dict[str, Any], telemetry: dict[str, Any]) -> None:
+    async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor; mypy wants __init__ -> None
+        self, tier: dict[str, Any], telemetry: dict[str, Any], engine_factory: EngineFactory = VllmChatEngine.start
+    ) -> None:
+        """`engine_factory` starts the replica's engine: vLLM's, unless another engine (or a test's) stands in."""
         self.tier = TierConfig.model_validate(tier)
-        self.replica_id = serve.get_replica_context().replica_id.unique_id
+        self.replica_id = current_replica_id() or "local"  # outside Serve (a unit test) there is no replica to name
         self.tracer = deployment_tracer(TracingSettings.model_validate(telemetry), f"slm-cascade-tier-{self.tier.name}")
         # A GPU's NVML counter or the CPU's RAPL counter where readable; the power model otherwise.
         self.energy = EnergyLedger(detect_energy_meter(
             (EnergySource.NVML, EnergySource.RAPL, EnergySource.MODEL), model_watts=self.tier.energy_model_watts
         ))
-        self.engine = await VllmChatEngine.start(self.tier)
+        self.engine: ChatEngine = await engine_factory(self.tier)
         if self.tier.warm_up:  # Serve routes to a replica only once this constructor returns: autoscaled ones too
             try:
                 took_s = await self.engine.warm_up(self.tier.name)

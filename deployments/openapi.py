@@ -37,9 +37,9 @@ FEEDBACK_SCHEMA: dict[str, Any] = {
 
 def inline_refs(schema: Any, definitions: dict[str, Any] | None = None) -> Any:
     """The schema with every `#/$defs/NAME` reference replaced by its definition (pydantic's are acyclic here)."""
-    if definitions is None and isinstance(schema, dict):
-        definitions = schema.get("$defs", {})
     if isinstance(schema, dict):
+        if definitions is None:
+            definitions = schema.get("$defs", {})
         ref = schema.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/$defs/"):
             return inline_refs(definitions[ref.removeprefix("#/$defs/")], definitions)

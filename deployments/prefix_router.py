@@ -15,6 +15,7 @@ agent's replica to another's request exactly under load; without it Serve matche
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from ray.serve.request_router import MultiplexMixin, PendingRequest, RequestRouter, RunningReplica
 
@@ -25,7 +26,9 @@ class PrefixAffinityRouter(MultiplexMixin, RequestRouter):
     """`request_router_kwargs`: `max_queue_gap`, how many more requests in flight the preferred replica may have
     than the least loaded one before load decides alone."""
 
-    def initialize_state(self, max_queue_gap: int = 4) -> None:
+    def initialize_state(self, *, max_queue_gap: int = 4, **unknown: Any) -> None:
+        if unknown:  # the supertype takes any keyword: a misspelt one is still an error
+            raise TypeError(f"PrefixAffinityRouter: unknown request_router_kwargs: {', '.join(sorted(unknown))}")
         self.max_queue_gap = max_queue_gap
 
     async def choose_replicas(

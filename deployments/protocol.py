@@ -7,6 +7,7 @@ tier, where vLLM's own protocol validates it. That keeps the gateway a router, n
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -64,9 +65,15 @@ class GatewayError(Exception):
 
     @classmethod
     def from_validation(cls, error: ValidationError) -> GatewayError:
-        first = error.errors()[0]
+        return cls.from_errors(error.errors())
+
+    @classmethod
+    def from_errors(cls, errors: Sequence[Mapping[str, Any]]) -> GatewayError:
+        """A 400 naming the first of pydantic's (or FastAPI's) validation errors by its location."""
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         param = ".".join(str(part) for part in first["loc"]) or None
-        return cls(400, f"{param}: {first['msg']}" if param else first["msg"], param=param, code="invalid_value")
+        message = str(first["msg"])
+        return cls(400, f"{param}: {message}" if param else message, param=param, code="invalid_value")
 
 
 def _rebuild_gateway_error(

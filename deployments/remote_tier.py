@@ -56,8 +56,8 @@ class RemoteTierClient:
         except ValueError:
             payload = None
         if response.status_code in CLIENT_FAULT_STATUSES:
-            error = payload.get("error") if isinstance(payload, dict) else None
-            message = error.get("message") if isinstance(error, dict) else response.reason_phrase
+            detail = payload.get("error") if isinstance(payload, dict) else None
+            message = detail.get("message") if isinstance(detail, dict) else response.reason_phrase
             raise GatewayError(response.status_code, f"tier {self.name!r} refused the request: {message}")
         if response.status_code in KEY_REFUSED_STATUSES:  # the tier failed, and an operator must act: say so
             _log.warning("tier %s: HTTP %s from %s: the API key was refused", self.name, response.status_code,

@@ -8,12 +8,12 @@ swallowed, so an accepted request always gets an answer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator
+from typing import Any, Protocol
 
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from cluster.telemetry.tracing import inject_context
 from deployments.protocol import GatewayError
@@ -66,11 +66,13 @@ class TierClient:
 
     async def chat_stream(
         self, body: dict[str, Any], trace_context: dict[str, str] | None = None
-    ) -> AsyncIterator[str | StreamSummary]:
+    ) -> AsyncGenerator[str | StreamSummary, None]:
         """SSE lines, then the replica's `StreamSummary`; errors before the first line raise GatewayError so the
         caller can still send a status. Closed early (the client went away), the replica's stream is cancelled,
         and with it the engine's request."""
         stream = self._handle.options(stream=True).chat_stream.remote(body, trace_context)
+        if not isinstance(stream, DeploymentResponseGenerator):  # what a `stream=True` handle's call returns
+            raise TypeError(f"tier {self.name!r}: a streaming call returned {type(stream).__name__}")
         try:
             first = await asyncio.wait_for(stream.__anext__(), self._timeout_s)
         except StopAsyncIteration:
@@ -91,11 +93,19 @@ class TierClient:
                 stream.cancel()
 
 
+class AdapterBackend(Protocol):
+    """What `AdapterClient` calls: a tier's client whose calls can name an adapter (`TierClient`)."""
+
+    name: str
+
+    async def chat(self, body: dict[str, Any], adapter: str | None = None) -> ChatResult: ...
+
+
 class AdapterClient:
     """A tier's client bound to one of its LoRA adapters: the same tier (name, price, breaker) to the cascade,
     while each call rides Serve's model multiplexing to a replica that holds the adapter."""
 
-    def __init__(self, client: TierClient, adapter: str) -> None:
+    def __init__(self, client: AdapterBackend, adapter: str) -> None:
         self.name = client.name
         self.adapter = adapter
         self._client = client

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -54,7 +54,7 @@ async def accounted_stream(
     trace_context: dict[str, str] | None,
     deadline_s: float,
     client_wants_usage: bool,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """The tier's SSE lines for the client, accounted. Errors before the first line raise `GatewayError` (the
     HTTP status can still say so); a deadline passed mid-stream ends it with an error event."""
     root = tracer.start_span(semconv.SPAN_REQUEST, context=extract_context(trace_context or {}), attributes={
@@ -111,7 +111,8 @@ def _account(root: trace.Span, attempt: trace.Span, price: TierPrice, request_id
              usage: dict[str, Any] | None, summary: StreamSummary | None, failure: str | None) -> None:
     """Put the stream's figures on its spans and end them: the accounting processor books the request."""
     tokens_in, tokens_out = (usage or {}).get("prompt_tokens", 0), (usage or {}).get("completion_tokens", 0)
-    attempt.set_attributes({semconv.GEN_AI_USAGE_INPUT_TOKENS: tokens_in, semconv.GEN_AI_USAGE_OUTPUT_TOKENS: tokens_out,
+    attempt.set_attributes({semconv.GEN_AI_USAGE_INPUT_TOKENS: tokens_in,
+                            semconv.GEN_AI_USAGE_OUTPUT_TOKENS: tokens_out,
                             semconv.CASCADE_COST_USD: attempt_cost(price, tokens_in, tokens_out)})
     if summary is not None and summary.energy_j is not None:
         attempt.set_attributes({semconv.CASCADE_ENERGY_J: summary.energy_j,

@@ -9,10 +9,15 @@ this package re-exports nothing so that importing one policy family never drags 
 - ``answer_features``: the named features of one answer that a confidence policy scores.
 - ``confidence``: token-uncertainty features and the scoring rules (hand-set and fitted) for an answer.
 - ``cost``: prices, attempt cost, cost per successful task, budget check.
-- ``routing``: request features, start-tier choice, escalation decisions, tier circuit breaker.
+- ``routing``: request features, start-tier choice, tier circuit breaker.
+- ``escalation``: the one accept rule (``diagnose``) and what to do after an attempt.
 - ``calibration``: the threshold that minimises cost per successful task, or one certified to bound the error.
 - ``access``: API-key authentication (digests only), per-key routes and rate limits.
 - ``schema_limits``: size, depth, length-bound and per-request limits that client JSON Schemas must respect.
-- ``regex_safety``: which ``pattern`` regexes could backtrack catastrophically or expand too far.
-- ``promotion``: whether a trained adapter beats the base model on held-out cases.
+- ``regex_safety``: client ``pattern`` regexes compiled and matched with RE2 (linear time), and how far they expand.
+- ``tool_choice``: a forced tool choice as a JSON Schema, and the answer back as OpenAI ``tool_calls``.
+- ``tool_registry``: server-side tools: their schemas from type hints, and running them.
+- ``prefix_affinity``: which replica a request's prompt prefix prefers.
+- ``adaptation``: when an adaptation round is due, and when a promoted adapter is rolled back.
+- ``promotion``: whether a trained adapter beats the base model on held-out cases without regressing elsewhere.
 """

@@ -2,11 +2,11 @@
 
 Two kinds of evidence: token uncertainty (what the model's own probabilities say) and verifier
 verdicts (what deterministic checks say). A ``ConfidencePolicy`` turns them into one score in
-[0, 1]; the accept rule is written once on the base class.
+[0, 1]. Whether that score accepts an answer is `policies.escalation.diagnose`, the one accept rule.
 
 Unverified rule: a verdict whose verifier crashed or timed out (``Verdict.unverified``) is
 neither a pass nor a fail. Scores ignore it, so such an answer still ranks above one that
-verifiably failed when the cascade has to return its best attempt. ``accept`` refuses any answer
+verifiably failed when the cascade has to return its best attempt. ``diagnose`` refuses any answer
 carrying one: we never auto-accept an answer we could not check. The escalation policy escalates
 it with reason ``unverified`` (a repair cannot help: the model did nothing wrong that we know of).
 """
@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from policies.verifiers import Verdict
+from policies.verifiers import Verdict, any_failed
 
 __all__ = [
     "CONFIDENCE_POLICIES",
@@ -113,11 +113,7 @@ class ConfidenceSignals:
 
     @property
     def any_failed(self) -> bool:
-        return any(v.verified and not v.passed for v in self.verdicts)
-
-    @property
-    def all_verified(self) -> bool:
-        return all(v.verified for v in self.verdicts)
+        return any_failed(self.verdicts)
 
 
 def logistic(x: float) -> float:
@@ -136,14 +132,6 @@ class ConfidencePolicy(ABC):
     @abstractmethod
     def score(self, signals: ConfidenceSignals) -> float:
         """Confidence in [0, 1]. Must ignore unverified verdicts (see module docstring)."""
-
-    def accept(self, signals: ConfidenceSignals, threshold: float) -> bool:
-        """Return the answer without escalating? Verifiers veto; otherwise the score decides."""
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        if signals.any_failed or not signals.all_verified:
-            return False
-        return self.score(signals) >= threshold
 
 
 @dataclass(frozen=True)

@@ -14,28 +14,23 @@ __all__ = ["TierPrice", "attempt_cost", "cost_per_successful_task", "within_budg
 
 @dataclass(frozen=True)
 class TierPrice:
-    """Price of a tier: per-token (API tiers) and/or per GPU-second (self-hosted tiers)."""
+    """Price of a tier per million tokens; a self-hosted tier is priced per token too (its config's `price`)."""
 
     input_per_1m_usd: float
     output_per_1m_usd: float
-    gpu_second_usd: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("input_per_1m_usd", "output_per_1m_usd", "gpu_second_usd"):
+        for name in ("input_per_1m_usd", "output_per_1m_usd"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite non-negative price, got {value}")
 
 
-def attempt_cost(price: TierPrice, input_tokens: int, output_tokens: int, gpu_seconds: float = 0.0) -> float:
-    """USD cost of one attempt on one tier (token charges plus GPU time)."""
-    if input_tokens < 0 or output_tokens < 0 or not (math.isfinite(gpu_seconds) and gpu_seconds >= 0):
-        raise ValueError("token counts and gpu_seconds must be non-negative")
-    return (
-        input_tokens * price.input_per_1m_usd / 1e6
-        + output_tokens * price.output_per_1m_usd / 1e6
-        + gpu_seconds * price.gpu_second_usd
-    )
+def attempt_cost(price: TierPrice, input_tokens: int, output_tokens: int) -> float:
+    """USD cost of one attempt on one tier."""
+    if input_tokens < 0 or output_tokens < 0:
+        raise ValueError("token counts must be non-negative")
+    return input_tokens * price.input_per_1m_usd / 1e6 + output_tokens * price.output_per_1m_usd / 1e6
 
 
 def cost_per_successful_task(total_cost_usd: float, successes: int) -> float:

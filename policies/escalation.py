@@ -19,7 +19,7 @@ from enum import StrEnum
 
 from policies.cost import within_budget
 from policies.routing import next_available_tier
-from policies.verifiers import SchemaVerifier, ToolCallVerifier, Verdict
+from policies.verifiers import SchemaVerifier, ToolCallVerifier, Verdict, all_verified, any_failed
 
 __all__ = [
     "Action",
@@ -124,13 +124,17 @@ class Decision:
 
 
 def diagnose(outcome: AttemptOutcome, threshold: float) -> EscalationReason | None:
-    """The first thing wrong with an attempt, in rule order; None if it can be accepted."""
+    """The first thing wrong with an attempt, in rule order; None if it can be accepted.
+
+    This is the cascade's one accept rule: verifiers veto, an unverified verdict blocks, and otherwise the
+    confidence score decides against the route's threshold (`best_attempt` ranks by the same predicates).
+    """
     if outcome.error is not None:
         return _ERROR_REASONS[outcome.error]
     for verdict in outcome.verdicts:
-        if verdict.verified and not verdict.passed:
+        if verdict.failed:
             return _VERIFIER_REASONS.get(verdict.name, EscalationReason.VERIFIER_FAILED)
-    if not all(v.verified for v in outcome.verdicts):
+    if not all_verified(outcome.verdicts):
         return EscalationReason.UNVERIFIED
     if outcome.confidence < threshold:
         return EscalationReason.LOW_CONFIDENCE
@@ -159,6 +163,7 @@ class EscalationPolicy:
         if trigger is None:
             return Decision(Action.ACCEPT, EscalationReason.CONFIDENT, outcome.tier)
         repairable = trigger in _REPAIRABLE and outcome.repairs_used < self.route.max_repairs
+        target: int | None
         if repairable and outcome.tier not in cooling:
             action, target = Action.REPAIR, outcome.tier
         else:
@@ -183,8 +188,8 @@ def best_attempt(outcomes: Sequence[AttemptOutcome]) -> AttemptOutcome:
         outcomes,
         key=lambda o: (
             o.error is None,
-            not any(v.verified and not v.passed for v in o.verdicts),
-            all(v.verified for v in o.verdicts),
+            not any_failed(o.verdicts),
+            all_verified(o.verdicts),
             o.confidence,
             o.tier,
         ),

@@ -248,7 +248,7 @@ class GroundingVerifier(Verifier):
                 seen.add(key)
                 leaves += _leaves(args, self._parameters.get(name, {}), name)
         else:
-            leaves = _leaves(_loads(candidate.text), self._response_schema, "answer")
+            leaves = list(_leaves(_loads(candidate.text), self._response_schema, "answer"))
         return ground_values(leaves, self._sources, duplicates)
 
     def verify(self, candidate: Candidate) -> Verdict:

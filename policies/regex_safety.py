@@ -1,293 +1,224 @@
-"""Will Python's backtracking ``re`` take exponential time on this pattern? A conservative static check.
+"""Client-supplied regular expressions (JSON Schema ``pattern`` and ``patternProperties``), run by RE2.
 
-The gateway runs client-supplied JSON Schema ``pattern``s with ``re`` (through jsonschema) on model
-output, so a pattern like ``(a+)+`` is a denial of service (ReDoS): a backtracking engine blows up when
-a repeated part can split the same text between its iterations in many ways, and ``(a+)+`` can cut
-"aaaa" into 1+3, 2+2, 1+1+2, ... and tries every cut before failing.
+The gateway matches client patterns against model output. Python's ``re`` backtracks, so a pattern like
+``(a+)+$`` takes exponential time on a near miss (ReDoS). RE2 (google-re2) matches in time linear in the text
+for every pattern it accepts, and refuses what would need backtracking: backreferences, look-around,
+possessive quantifiers, atomic groups. So a pattern is safe when RE2 compiles it, and the verifiers match with
+RE2 too (``linear_time``), never with ``re``. What is accepted, what is refused and why:
+docs/json-schema-patterns.md.
 
-The rule: a repeat (max > 1) is risky when, inside its body, a variable-width part can hand characters
-to what follows it before a mandatory character it cannot match (reading the body cyclically, since
-iteration i+1 follows iteration i), or when two alternatives can start alike. That rejects star height
-> 1 (``(a+)+``, ``(a*)*``, ``(.*a){20}``), ``(a|aa)+`` and ``(\\w+\\s?)+``, and accepts delimited repeats
-such as ``([a-z0-9-]+\\.)+`` and ``(-[a-z0-9]+)*`` that real hostname and slug patterns use. It is a
-heuristic, not a proof: adjacent overlapping quantifiers outside any repeat (``.*a.*a.*a``) are
-polynomial, not exponential, and are left to the caller's bound on pattern length.
-
-Works on the parse tree of ``re``'s own parser, so it reads exactly the dialect jsonschema runs.
+JSON Schema patterns are ECMA-262. Before RE2 reads one, its ``\\uXXXX`` and ``\\u{X...}`` escapes become RE2's
+``\\x{...}``; RE2 extensions that are not ECMA-262 and that XGrammar (which constrains decoding to the same
+pattern) does not read the same way are refused. ``repeat_count`` is the one figure RE2 does not give: how far
+counted repeats expand, which XGrammar's compile time follows.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Iterator, Sequence
-from re import _constants as sre  # the parser of Python's own regex dialect, which is what jsonschema runs
-from re import _parser as sre_parse
-from typing import Any, NamedTuple
+import functools
+from collections.abc import Iterator, Mapping
+from typing import Any
 
-__all__ = ["backtracking_risk", "repeat_count"]
+import re2
+from jsonschema import FormatChecker
+from jsonschema.exceptions import ValidationError
+from jsonschema.protocols import Validator
+from jsonschema.validators import extend
 
-_SPLITS = (
-    "a repeated part can split the same text between its iterations in more than one way (nested or "
-    "adjacent quantifiers over the same characters); end it with a character its inner quantifier cannot match"
+__all__ = ["UnsupportedPatternError", "compile_pattern", "linear_time", "repeat_count", "search"]
+
+_MAX_MEM = 1 << 20  # RE2's memory budget for one compiled pattern (program and DFA cache); 8 MiB by default
+_COMPILED_KEPT = 256  # compiled patterns kept per process: each takes kilobytes, at most _MAX_MEM
+
+
+class UnsupportedPatternError(ValueError):
+    """RE2 will not compile the pattern (or it is an RE2 extension refused here); the message says why."""
+
+
+def _options() -> re2.Options:
+    options = re2.Options()
+    options.max_mem = _MAX_MEM
+    options.log_errors = False  # a refused client pattern is a 400, not a line in the replica's log
+    return options
+
+
+_OPTIONS = _options()
+
+
+@functools.lru_cache(maxsize=_COMPILED_KEPT)
+def compile_pattern(pattern: str) -> Any:
+    """``pattern`` compiled by RE2 (cached); raises ``UnsupportedPatternError`` saying what RE2 refused."""
+    try:
+        return re2.compile(_to_re2(pattern), _OPTIONS)
+    except re2.error as exc:
+        raise UnsupportedPatternError(_why(exc)) from None
+
+
+def search(pattern: str, text: str) -> bool:
+    """Does ``pattern`` match anywhere in ``text`` (JSON Schema's unanchored ``pattern``)? Linear in ``text``."""
+    return compile_pattern(pattern).search(text) is not None
+
+
+# --- ECMA-262 escapes ---------------------------------------------------------------------------------------
+
+_ESCAPE = re2.compile(
+    r"\\(?:u\{(?P<braced>[0-9A-Fa-f]+)\}"
+    r"|u(?P<high>[dD][89abAB][0-9A-Fa-f]{2})\\u(?P<low>[dD][c-fC-F][0-9A-Fa-f]{2})"
+    r"|u(?P<code>[0-9A-Fa-f]{4})|(?P<other>(?s:.)))",
+    _OPTIONS,
 )
-_ALTERNATIVES = "two alternatives inside a repeat can start with the same character, so both are tried at every step"
+_NOT_ECMA = {
+    "p": r"\p{...} Unicode classes", "P": r"\P{...} Unicode classes", "C": r"\C (any byte)",
+    "Q": r"\Q...\E quoting", "E": r"\Q...\E quoting", "z": r"\z (write $ for the end of the text)",
+}
 
 
-def backtracking_risk(pattern: str) -> str | None:
-    """Why ``pattern`` could backtrack catastrophically, or None when it cannot by this rule.
+def _to_re2(pattern: str) -> str:
+    r"""``\uXXXX`` (a UTF-16 surrogate pair too) and ``\u{X...}`` as ``\x{...}``; RE2-only escapes refused."""
 
-    Raises ``re.error`` when ``re`` rejects the pattern (including patterns too large or too deeply
-    nested for its parser), so a caller has one exception to map to a client error.
-    """
-    return _shape(pattern).risk()
+    def escape(match: Any) -> str:
+        if match["braced"] is not None:
+            return rf"\x{{{match['braced']}}}"
+        if match["high"] is not None:
+            code = 0x10000 + ((int(match["high"], 16) - 0xD800) << 10) + (int(match["low"], 16) - 0xDC00)
+            return rf"\x{{{code:X}}}"
+        if match["code"] is not None:
+            return rf"\x{{{match['code']}}}"
+        if match["other"] in _NOT_ECMA:
+            raise UnsupportedPatternError(
+                f"{_NOT_ECMA[match['other']]}: an RE2 extension, not JSON Schema (ECMA-262) syntax, that the grammar "
+                "decoder (XGrammar) does not read the same way"
+            )
+        return match[0]
+
+    return _ESCAPE.sub(escape, pattern)
+
+
+_NEEDS_BACKTRACKING = {  # what RE2's "invalid perl operator: X" starts
+    "(?=": "a look-ahead", "(?!": "a look-ahead", "(?<=": "a look-behind", "(?<!": "a look-behind",
+    "(?>": "an atomic group", "(?P": "a named backreference or recursion",
+}
+_LINEAR = "RE2 matches in linear time, which rules it out"
+
+
+def _why(error: re2.error) -> str:
+    """RE2's error, saying what the refused construct is and why RE2 has none."""
+    message = error.args[0] if error.args else "refused by RE2"
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
+    kind, _, found = text.partition(": ")
+    if kind == "invalid perl operator" and found in _NEEDS_BACKTRACKING:
+        return f"{_NEEDS_BACKTRACKING[found]} {found}...): {_LINEAR}"
+    if kind == "invalid escape sequence" and found[1:2] in tuple("123456789k"):
+        return f"a backreference {found}: {_LINEAR}"
+    if kind == "bad repetition operator" and len(found) > 1 and found.endswith("+"):
+        return f"a possessive quantifier {found}: {_LINEAR}"
+    if kind == "invalid repetition size":
+        return f"a counted repeat over 1000, nested counts multiplied ({found}): RE2's bound"
+    if kind.startswith("pattern too large"):
+        return f"the pattern compiles past RE2's memory budget of {_MAX_MEM >> 20} MiB"
+    return f"{text} (RE2)"
+
+
+# --- how far counted repeats expand -------------------------------------------------------------------------
+
+_TOKEN = re2.compile(
+    r"\\x\{[0-9A-Fa-f]*\}|\\(?s:.)"  # an escape
+    r"|\[\^?\]?(?:\[:\^?[a-z]+:\]|\\x\{[0-9A-Fa-f]*\}|\\(?s:.)|[^\]])*\]"  # a set
+    r"|(?P<flags>\(\?[a-zA-Z-]*\))"
+    r"|(?P<open>\((?:\?P?<[^>]*>|\?[a-zA-Z-]*:)?)"
+    r"|(?P<close>\))"
+    r"|\{(?P<low>\d+)(?:,(?P<high>\d*))?\}\??"
+    r"|(?P<repeat>[*+?])\??"
+    r"|(?s:.)",
+    _OPTIONS,
+)
 
 
 def repeat_count(pattern: str) -> int:
     """How many times the pattern's repeats expand their bodies: ``a{2,5}b+`` -> 5 + 1, ``(a{4}-){3}`` -> 3 x 4.
 
-    Each quantifier counts its bound (``{n,m}`` m, ``{n,}`` n, ``?``, ``*`` and ``+`` 1, at least 1), times
-    what its body counts when the body holds repeats of its own. Grammar-based decoders (xgrammar) expand
-    counted repeats, nested ones multiplying, so this, not the pattern's length, is what their compile cost
-    follows. Raises ``re.error`` like ``backtracking_risk``.
+    Each quantifier counts its bound (``{n,m}`` m, ``{n,}`` and ``{n}`` n, ``?``, ``*`` and ``+`` 1, at least 1),
+    times what its body counts when the body holds repeats of its own. Grammar-based decoders (XGrammar)
+    expand counted repeats, nested ones multiplying, so this, not the pattern's length, is what their compile
+    cost follows. A count RE2 reads as plain text (``{01}``, ``{99999999999}``) is counted all the same: the
+    figure errs high, never low. Raises ``UnsupportedPatternError`` when RE2 refuses the pattern.
     """
-    return _shape(pattern).repeat_count()
+    compile_pattern(pattern)  # a pattern RE2 accepts: its groups nest and its sets close
+    sums = [0]  # what each open group counts so far, the whole pattern first
+    last = 0  # what the token a quantifier would apply to counts
+    for token in _TOKEN.finditer(_to_re2(pattern)):
+        if token["open"] is not None:
+            sums.append(0)
+        elif token["close"] is not None:
+            last = sums.pop()
+            sums[-1] += last
+        elif token["low"] is not None or token["repeat"] is not None:
+            bound = 1 if token["repeat"] is not None else int(token["high"] or token["low"])  # {n,} counts n
+            repeated = max(bound, 1) * max(last, 1)
+            sums[-1] += repeated - last
+            last = repeated
+        elif token["flags"] is None:
+            last = 0
+    return sums[0]
 
 
-def _shape(pattern: str) -> _PatternShape:
-    try:
-        re.compile(pattern)  # some errors (variable-width look-behind) only show when compiling
-        return _PatternShape(sre_parse.parse(pattern))
-    except OverflowError as exc:  # a count past what re can store: a{99999999999}
-        raise re.error(str(exc)) from exc
-    except RecursionError as exc:  # Python's own regex parser recurses per group
-        raise re.error("groups nested too deeply") from exc
+# --- jsonschema, matching with RE2 --------------------------------------------------------------------------
 
 
-_REPEATS = (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT)
-_Item = tuple[Any, Any]  # one (opcode, argument) node of re's parse tree
+@functools.cache
+def linear_time(cls: type[Validator]) -> type[Validator]:
+    """``cls`` with the keywords that match patterns (``pattern``, ``patternProperties``, ``additionalProperties``)
+    matching with RE2, and a ``FORMAT_CHECKER`` whose ``regex`` format means "RE2 compiles it" (pass it to
+    ``check_schema``). jsonschema's ``unevaluatedProperties`` still matches ``patternProperties`` with ``re``:
+    ``schema_limits`` refuses that pair."""
+    checker = FormatChecker(formats=())
+    checker.checkers = {**cls.FORMAT_CHECKER.checkers, "regex": (_compiles, UnsupportedPatternError)}
+    keywords = {"pattern": _pattern, "patternProperties": _pattern_properties,
+                "additionalProperties": _additional_properties}
+    return extend(cls, {k: v for k, v in keywords.items() if k in cls.VALIDATORS}, format_checker=checker)
 
 
-class _Chars(NamedTuple):
-    """An over-approximated character set: exact over ASCII, one flag for all of the rest."""
-
-    ascii: frozenset[int]
-    other: bool
-
-    def union(self, more: _Chars) -> _Chars:
-        return _Chars(self.ascii | more.ascii, self.other or more.other)
-
-    def overlaps(self, more: _Chars) -> bool:
-        return bool(self.ascii & more.ascii) or (self.other and more.other)
-
-    def complement(self) -> _Chars:
-        return _Chars(_ASCII - self.ascii, True)
+def _compiles(instance: object) -> bool:
+    if isinstance(instance, str):
+        compile_pattern(instance)
+    return True
 
 
-_ASCII = frozenset(range(128))
-_NOTHING = _Chars(frozenset(), False)
-_ANYTHING = _Chars(_ASCII, True)
-_CATEGORIES = {
-    category: _Chars(frozenset(c for c in _ASCII if re.fullmatch(escape, chr(c))), True)
-    for category, escape in [
-        (sre.CATEGORY_DIGIT, r"\d"), (sre.CATEGORY_NOT_DIGIT, r"\D"), (sre.CATEGORY_SPACE, r"\s"),
-        (sre.CATEGORY_NOT_SPACE, r"\S"), (sre.CATEGORY_WORD, r"\w"), (sre.CATEGORY_NOT_WORD, r"\W"),
-    ]
-}
+def _pattern(validator: Validator, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not search(pattern, instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-class _PatternShape:
-    """Character sets and widths of the nodes of one parsed pattern, for the rule in the module docstring.
-
-    Per-node results are memoised by node identity (the tree outlives the analysis), so the whole
-    analysis stays roughly linear in the pattern even when repeats nest.
-    """
-
-    def __init__(self, tree: sre_parse.SubPattern) -> None:
-        self._tree = tree
-        self._items = list(_nodes(tree))
-        self._ignorecase = bool(tree.state.flags & re.IGNORECASE) or any(
-            op is sre.SUBPATTERN and av[1] & re.IGNORECASE for op, av in self._items
-        )
-        self._widths: dict[int, tuple[int, int]] = {}
-        self._firsts: dict[int, _Chars] = {}
-        self._chars: dict[int, _Chars] = {}
-        self._expansions: dict[int, int] = {}
-        for item in reversed(self._items):  # descendants come after their ancestors in ``_nodes`` order
-            self._chars[id(item)] = self._all_chars(item)
-            self._expansions[id(item)] = self._expansion(item)
-
-    def repeat_count(self) -> int:
-        return sum(self._expansions[id(item)] for item in self._tree)
-
-    def risk(self) -> str | None:
-        bodies = [av[2] for op, av in self._items if op in _REPEATS and av[1] > 1]
-        if any(self._ambiguous(body) for body in bodies):
-            return _SPLITS
-        if self._overlapping_repeated_branch():
-            return _ALTERNATIVES
-        return None
-
-    def _ambiguous(self, body: Sequence[_Item]) -> bool:
-        items = _flatten(body)
-        return any(self._variable(item) and not self._pinned(items, i) for i, item in enumerate(items))
-
-    def _pinned(self, items: list[_Item], i: int) -> bool:
-        """Does a mandatory character that ``items[i]`` cannot match follow it before anything it could?"""
-        absorbed = self._chars[id(items[i])]
-        for step in range(1, len(items) + 1):
-            follower = items[(i + step) % len(items)]
-            if self._first_of(follower).overlaps(absorbed):
-                return False
-            if self._width(follower)[0] > 0:
-                return True
-        return False
-
-    def _overlapping_repeated_branch(self) -> bool:
-        """Two alternatives that can start alike, inside a repeat: (ab|a.)+ tries both at every step."""
-        stack: list[tuple[Sequence[_Item], bool]] = [(self._tree, False)]
-        while stack:
-            sequence, repeated = stack.pop()
-            for op, av in sequence:
-                if repeated and op is sre.BRANCH:
-                    seen = _NOTHING
-                    for alternative in av[1]:
-                        first = self._first(alternative)
-                        if first.overlaps(seen):
-                            return True
-                        seen = seen.union(first)
-                inside = repeated or (op in _REPEATS and av[1] > 1)
-                stack.extend((child, inside) for child in _children(op, av))
-        return False
-
-    def _variable(self, item: _Item) -> bool:
-        low, high = self._width(item)
-        return low != high
-
-    def _width(self, item: _Item) -> tuple[int, int]:
-        if id(item) not in self._widths:
-            self._widths[id(item)] = sre_parse.SubPattern(self._tree.state, [item]).getwidth()
-        return self._widths[id(item)]
-
-    def _first(self, sequence: Sequence[_Item]) -> _Chars:
-        """Characters a match of ``sequence`` can start with."""
-        chars = _NOTHING
-        for item in sequence:
-            chars = chars.union(self._first_of(item))
-            if self._width(item)[0] > 0:
-                break
-        return chars
-
-    def _first_of(self, item: _Item) -> _Chars:
-        if id(item) not in self._firsts:
-            op, av = item
-            if op in (sre.GROUPREF, sre.GROUPREF_EXISTS):
-                first = _ANYTHING
-            elif op in (sre.AT, sre.ASSERT, sre.ASSERT_NOT):
-                first = _NOTHING  # zero-width
-            elif op is sre.BRANCH:
-                first = _NOTHING
-                for alternative in av[1]:
-                    first = first.union(self._first(alternative))
-            else:
-                children = _children(op, av)
-                first = self._first(children[0]) if children else self._leaf(op, av)
-            self._firsts[id(item)] = first
-        return self._firsts[id(item)]
-
-    def _expansion(self, item: _Item) -> int:
-        """``repeat_count`` of one node (its descendants are already done)."""
-        op, av = item
-        inner = sum(self._expansions[id(child)] for sequence in _children(op, av) for child in sequence)
-        if op not in _REPEATS:
-            return inner
-        bound = av[1] if av[1] != sre.MAXREPEAT else av[0]
-        return max(bound, 1) * max(inner, 1)
-
-    def _all_chars(self, item: _Item) -> _Chars:
-        """Every character a match of ``item`` can contain (its descendants are already done)."""
-        op, av = item
-        if op in (sre.GROUPREF, sre.GROUPREF_EXISTS):
-            return _ANYTHING
-        children = _children(op, av)
-        if not children:
-            return self._leaf(op, av)
-        chars = _NOTHING
-        for sequence in children:
-            for child in sequence:
-                chars = chars.union(self._chars[id(child)])
-        return chars
-
-    def _leaf(self, op: Any, av: Any) -> _Chars:
-        if op is sre.LITERAL:
-            return self._literal(av)
-        if op is sre.NOT_LITERAL:
-            return self._literal(av).complement()
-        if op is sre.IN:
-            chars, negate = _NOTHING, False
-            for member_op, member in av:
-                if member_op is sre.NEGATE:
-                    negate = True
-                elif member_op is sre.LITERAL:
-                    chars = chars.union(self._literal(member))
-                elif member_op is sre.RANGE:
-                    low, high = member
-                    chars = chars.union(self._codes(range(low, min(high, 127) + 1), high > 127))
-                else:
-                    chars = chars.union(_CATEGORIES.get(member, _ANYTHING))
-            return chars.complement() if negate else chars
-        if op is sre.ANY:
-            return _ANYTHING
-        return _NOTHING  # zero-width (AT and friends)
-
-    def _literal(self, code: int) -> _Chars:
-        return self._codes([code] if code < 128 else [], code >= 128)
-
-    def _codes(self, codes: Iterable[int], other: bool) -> _Chars:
-        """ASCII codes as a set; under IGNORECASE a letter also stands for its other case and for
-        some non-ASCII letters (the Kelvin sign matches 'k')."""
-        ascii = frozenset(codes)
-        letters = {c for c in ascii if chr(c).isalpha()}
-        if self._ignorecase and letters:
-            return _Chars(ascii | {ord(chr(c).swapcase()) for c in letters}, True)
-        return _Chars(ascii, other)
+def _pattern_properties(
+    validator: Validator, patterns: Mapping[str, Any], instance: Any, schema: Any
+) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for key, value in instance.items():
+            if search(pattern, key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
 
 
-def _children(op: Any, av: Any) -> list[Sequence[_Item]]:
-    """The sub-sequences nested in one parse node (none for a leaf)."""
-    if op is sre.SUBPATTERN:
-        return [av[3]]
-    if op is sre.ATOMIC_GROUP:
-        return [av]
-    if op is sre.BRANCH:
-        return list(av[1])
-    if op in _REPEATS:
-        return [av[2]]
-    if op in (sre.ASSERT, sre.ASSERT_NOT):
-        return [av[1]]
-    if op is sre.GROUPREF_EXISTS:
-        return [av[1]] + ([av[2]] if av[2] is not None else [])
-    return []
-
-
-def _nodes(items: Sequence[_Item]) -> Iterator[_Item]:
-    """Every node under ``items``, iteratively."""
-    stack = [items]
-    while stack:
-        for item in stack.pop():
-            yield item  # the tree's own tuple: its id() keys the memo tables
-            stack.extend(_children(*item))
-
-
-def _flatten(items: Sequence[_Item]) -> list[_Item]:
-    """``items`` with plain groups opened up: ``(ab)c`` reads as the sequence ``a b c``."""
-    flat: list[_Item] = []
-    stack = [iter(items)]
-    while stack:
-        item = next(stack[-1], None)
-        if item is None:
-            stack.pop()
-        elif item[0] in (sre.SUBPATTERN, sre.ATOMIC_GROUP):
-            stack.append(iter(_children(*item)[0]))
+def _additional_properties(
+    validator: Validator, additional: Any, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[ValidationError]:
+    """jsonschema's own keyword, with the same messages; only the ``patternProperties`` match is RE2's."""
+    if not validator.is_type(instance, "object"):
+        return
+    properties, patterns = schema.get("properties", {}), schema.get("patternProperties", {})
+    extras = sorted(
+        (key for key in instance if key not in properties and not any(search(p, key) for p in patterns)), key=str
+    )
+    if validator.is_type(additional, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], additional, path=extra)
+    elif not additional and extras:
+        joined = ", ".join(repr(extra) for extra in extras)
+        if patterns:
+            verb = "does" if len(extras) == 1 else "do"
+            regexes = ", ".join(repr(pattern) for pattern in sorted(patterns))
+            yield ValidationError(f"{joined} {verb} not match any of the regexes: {regexes}")
         else:
-            flat.append(item)
-    return flat
+            verb = "was" if len(extras) == 1 else "were"
+            yield ValidationError(f"Additional properties are not allowed ({joined} {verb} unexpected)")

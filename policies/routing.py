@@ -44,13 +44,10 @@ class RequestFeatures:
     prompt_tokens: int
     n_tools: int
     schema_depth: int
-    route_success_rate: float | None = None  # the SLM's recent success rate on this route, if known
 
     def __post_init__(self) -> None:
         if min(self.prompt_tokens, self.n_tools, self.schema_depth) < 0:
             raise ValueError("prompt_tokens, n_tools and schema_depth must be non-negative")
-        if self.route_success_rate is not None and not 0.0 <= self.route_success_rate <= 1.0:
-            raise ValueError(f"route_success_rate must be in [0, 1], got {self.route_success_rate}")
 
 
 def schema_depth(schema: Any) -> int:
@@ -89,7 +86,6 @@ def request_features(
     messages_token_count: int,
     tools: Sequence[Mapping[str, Any]] | None,
     response_schema: Mapping[str, Any] | None,
-    route_success_rate: float | None = None,
 ) -> RequestFeatures:
     """Features of a request; ``schema_depth`` is the deepest of the response and tool schemas."""
     tools = tools or ()
@@ -98,7 +94,6 @@ def request_features(
         prompt_tokens=messages_token_count,
         n_tools=len(tools),
         schema_depth=max(schema_depth(s) for s in schemas),
-        route_success_rate=route_success_rate,
     )
 
 
@@ -129,20 +124,18 @@ class ConstantDifficulty(DifficultyPredictor):
 
 @dataclass(frozen=True)
 class HeuristicDifficulty(DifficultyPredictor):
-    """Weighted mean of saturating features: long prompts, many tools, deep schemas, and the
-    route's failure rate. The failure rate is the best predictor when known, hence the largest
-    weight; when unknown it is left out and the other weights renormalised."""
+    """Weighted mean of saturating features: long prompts, many tools, deep schemas."""
 
     name: ClassVar[str] = "heuristic"
     long_prompt_tokens: int = 8000
     many_tools: int = 16
     deep_schema: int = 6
-    weights: tuple[float, float, float, float] = (0.2, 0.2, 0.2, 0.4)  # prompt, tools, depth, failure
+    weights: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)  # prompt, tools, depth
 
     def __post_init__(self) -> None:
         if min(self.long_prompt_tokens, self.many_tools, self.deep_schema) <= 0:
             raise ValueError("saturation points must be positive")
-        if any(not math.isfinite(w) or w < 0 for w in self.weights) or sum(self.weights[:3]) <= 0:
+        if any(not math.isfinite(w) or w < 0 for w in self.weights) or sum(self.weights) <= 0:
             raise ValueError("weights must be finite, non-negative, and not all zero")
 
     def score(self, features: RequestFeatures) -> float:
@@ -151,11 +144,7 @@ class HeuristicDifficulty(DifficultyPredictor):
             min(1.0, features.n_tools / self.many_tools),
             min(1.0, features.schema_depth / self.deep_schema),
         ]
-        weights = list(self.weights[:3])
-        if features.route_success_rate is not None:
-            terms.append(1.0 - features.route_success_rate)
-            weights.append(self.weights[3])
-        return min(1.0, math.fsum(w * t for w, t in zip(weights, terms, strict=True)) / math.fsum(weights))
+        return min(1.0, math.fsum(w * t for w, t in zip(self.weights, terms, strict=True)) / math.fsum(self.weights))
 
 
 def choose_start_tier(

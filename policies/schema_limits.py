@@ -3,8 +3,8 @@
 A schema is client input that three components take on trust: jsonschema's meta-schema check and
 validator recurse over it (a deep enough schema is a ``RecursionError``, not a 400), xgrammar turns it
 into a grammar whose compile time grows with its nodes, enum values, patterns and string length bounds,
-and the gateway runs its ``pattern``s with Python's backtracking ``re`` on model output, where a pattern
-like ``(a+)+`` takes exponential time (ReDoS; ``policies.regex_safety`` decides which patterns risk it).
+and the gateway matches its ``pattern``s against model output, which only a linear-time engine does safely:
+every pattern must compile under RE2 (``policies.regex_safety``), which refuses what would backtrack.
 The check is one iterative pass that stops at the first bound broken, so it is safe to run on anything a
 JSON parser produced.
 
@@ -20,12 +20,11 @@ it finds there as a schema. A ``pattern`` key in an example value is checked too
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from policies.regex_safety import backtracking_risk, repeat_count
+from policies.regex_safety import UnsupportedPatternError, repeat_count
 
 __all__ = [
     "DEFAULT_SCHEMA_LIMITS",
@@ -38,7 +37,7 @@ __all__ = [
 
 class InvalidSchemaError(ValueError):
     """A client-supplied schema (response format or tool parameters) is not a valid JSON Schema,
-    or is one this gateway will not run (over a ``SchemaLimits`` bound, or a ReDoS-prone pattern).
+    or is one this gateway will not run (over a ``SchemaLimits`` bound, or a pattern RE2 refuses).
 
     This is a client error: the gateway maps it to HTTP 400 instead of running the cascade.
     Defined here rather than in ``policies.verifiers`` (which re-exports it) because the verifiers
@@ -66,7 +65,7 @@ class SchemaLimits:
       ~0.25 ms a node for xgrammar to compile the grammar. Real schemas are tens to a few hundred nodes;
       2000 keeps ~5x headroom and a single schema's worst case near 0.4 s + 0.5 s (2.5x that at 5000).
     - ``max_pattern_chars`` = 512: length of each ``pattern`` / ``patternProperties`` key. Real patterns
-      (dates, ids, e-mail) are under 200; the bound also caps the cost of analysing each one.
+      (dates, ids, e-mail) are under 200; the bound also caps what compiling each one costs.
     - ``max_pattern_repeat`` = 256: ``regex_safety.repeat_count`` of one pattern, its quantifiers' counts
       summed and nested ones multiplied (``{n,m}`` counts m, ``{n,}`` n, ``?``, ``*`` and ``+`` 1).
       xgrammar expands counted repeats, in time about quadratic in the count: ``^.{0,256}$`` ~25 ms,
@@ -75,7 +74,8 @@ class SchemaLimits:
       takes ~6.5 s of CPU and ``^(([a-z]{1,16}-){16})$`` (256) ~0.35 s. 256 covers ``{1,255}`` (DNS
       names) and every fixed-format id. Not bounded yet: counted repeats that can hand characters to each
       other compile slowly within this bound (``[a-z]{0,64}`` four times in a row ~2.2 s of CPU, sixteen
-      ``[a-z]{0,16}`` ~20 s), though ``re`` runs them in polynomial time.
+      ``[a-z]{0,16}`` ~20 s), though RE2 matches them in linear time. RE2 itself refuses counts over 1000,
+      nested ones multiplied.
     - ``max_properties`` = 512: entries of one ``properties`` map, as OpenAI-sized objects go. A map is
       checked and compiled as one unit (~100 ms of meta-schema check at the bound), and a model asked to
       fill 512 fields of one object is not producing a usable answer anyway.
@@ -86,7 +86,7 @@ class SchemaLimits:
       compile); past ~1000 choices an enum is a lookup table, not a schema.
     - ``max_total_pattern_chars`` = 4096: characters of the distinct patterns. Without it the per-pattern
       bounds multiply: one ``patternProperties`` object may hold any number of keys, and a request any
-      number of tools, each pattern one that ``re``, ``regex_safety`` and xgrammar all have to process.
+      number of tools, each pattern one that RE2 and xgrammar both have to compile.
       4096 is eight patterns at ``max_pattern_chars`` or ~150 ordinary ones; repeated patterns count once.
     - ``max_total_length_bounds`` = 100: ``minLength`` / ``maxLength`` of the distinct length-bounded
       strings, summed (each counts its larger bound; a (minLength, maxLength) pair seen before is free).
@@ -168,10 +168,13 @@ class _Walk:
         self._patterns: set[str] = set()
         self._length_total: float = 0
         self._length_bounds: set[tuple[float | None, float | None]] = set()
+        self._unevaluated: str | None = None  # where the schema being walked has these keywords first
+        self._pattern_properties: str | None = None
 
     def run(self, schema: Any) -> None:
         """Walk one more schema of the request."""
         self._nodes = 0
+        self._unevaluated = self._pattern_properties = None
         self._count("")  # the root, container or not: every schema costs at least one node
         if not isinstance(schema, _CONTAINERS):
             return
@@ -221,6 +224,20 @@ class _Walk:
             for key in pattern_properties:
                 if isinstance(key, str):
                     self._pattern(key, f"{where}/patternProperties/{_escape(key)}")
+        self._unevaluated_with_patterns(node, where)
+
+    def _unevaluated_with_patterns(self, node: Mapping[Any, Any], where: str) -> None:
+        """jsonschema's ``unevaluatedProperties`` matches ``patternProperties`` with ``re``, not RE2, anywhere
+        in the document (through ``$ref``, ``allOf``...): a schema may have one of the two, not both."""
+        if "unevaluatedProperties" in node and self._unevaluated is None:
+            self._unevaluated = f"{where}/unevaluatedProperties"
+        if isinstance(node.get("patternProperties"), Mapping) and self._pattern_properties is None:
+            self._pattern_properties = f"{where}/patternProperties"
+        if self._unevaluated is not None and self._pattern_properties is not None:
+            raise InvalidSchemaError(
+                f"'{_show(self._unevaluated)}' with '{_show(self._pattern_properties)}' in one schema is not "
+                "supported: the validator would match those patterns with a backtracking engine"
+            )
 
     def _length_bounds_of(self, node: Mapping[Any, Any], where: str) -> None:
         """Count a (minLength, maxLength) pair the first time it is seen, as its larger bound."""
@@ -251,13 +268,13 @@ def _check_pattern(pattern: str, where: str, limits: SchemaLimits) -> None:
     if len(pattern) > limits.max_pattern_chars:
         raise _over("max_pattern_chars", limits.max_pattern_chars, where, f"a pattern of {len(pattern)} characters")
     try:
-        repeats, risk = repeat_count(pattern), backtracking_risk(pattern)
-    except re.error as exc:
-        raise InvalidSchemaError(f"invalid regular expression at '{_show(where)}': {exc}") from exc
+        repeats = repeat_count(pattern)  # compiles it under RE2 first
+    except UnsupportedPatternError as exc:
+        raise InvalidSchemaError(
+            f"invalid regular expression at '{_show(where)}': {exc} (see docs/json-schema-patterns.md): {pattern!r}"
+        ) from exc
     if repeats > limits.max_pattern_repeat:
         raise _over("max_pattern_repeat", limits.max_pattern_repeat, where, f"quantifier counts summing to {repeats}")
-    if risk is not None:
-        raise InvalidSchemaError(f"pattern at '{_show(where)}' could backtrack catastrophically ({risk}): {pattern!r}")
 
 
 def _number(value: Any) -> float | None:

@@ -210,7 +210,9 @@ def _build_tool(fn: Callable[..., Any], name: str | None, description: str | Non
     name = name if name is not None else getattr(fn, "__name__", None)
     if not isinstance(name, str) or not _NAME.match(name):
         raise ToolRegistrationError(f"tool name {name!r} must match {_NAME.pattern} (pass name=...)")
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+    # fn is callable (checked above), so fn.__call__ exists: an instance whose __call__ is async is async too.
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            fn.__call__):  # type: ignore[operator]  # mypy misreads a Callable's `__call__` as not callable
         raise ToolRegistrationError(f"tool '{name}': async functions are not supported; register a sync wrapper")
     try:
         signature = inspect.signature(fn, eval_str=True)

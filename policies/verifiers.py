@@ -22,10 +22,10 @@ from jsonschema.validators import validator_for
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 
+from policies.regex_safety import linear_time
 from policies.schema_limits import InvalidSchemaError, check_request_limits
 
 __all__ = [
-    "VERIFIERS",
     "Candidate",
     "InvalidSchemaError",
     "SchemaVerifier",
@@ -33,6 +33,8 @@ __all__ = [
     "ToolCallVerifier",
     "Verdict",
     "Verifier",
+    "all_verified",
+    "any_failed",
     "safe_verify",
     "validate_tool_schemas",
 ]
@@ -75,6 +77,19 @@ class Verdict:
     @property
     def verified(self) -> bool:
         return self.score is not None
+
+    @property
+    def failed(self) -> bool:
+        """Verifiably wrong: the verifier ran and said no (an unverified verdict is not a failure)."""
+        return self.verified and not self.passed
+
+
+def any_failed(verdicts: Iterable[Verdict]) -> bool:
+    return any(verdict.failed for verdict in verdicts)
+
+
+def all_verified(verdicts: Iterable[Verdict]) -> bool:
+    return all(verdict.verified for verdict in verdicts)
 
 
 class ToolCall(NamedTuple):
@@ -231,7 +246,7 @@ def _known_args(params: Mapping[str, Any]) -> frozenset[str] | None:
 
 def _check_limits(schemas: Sequence[Any], labels: Sequence[str]) -> None:
     """The size limits, checked before ``_compile``: the metaschema check recurses over a schema, so a deep
-    one would crash it, and a ReDoS-prone ``pattern`` must never reach ``re`` on a model's output."""
+    one would crash it, and a ``pattern`` RE2 cannot run must never be matched against a model's output."""
     try:
         check_request_limits(schemas, labels=labels)
     except InvalidSchemaError as exc:
@@ -243,6 +258,7 @@ def _compile(schema: Any, label: str) -> Validator:
     ``$schema`` says otherwise).
 
     Format checking stays off: ``format`` is an annotation in 2020-12 and clients rarely mean it.
+    Patterns are matched with RE2 (``regex_safety.linear_time``), in time linear in the answer.
     The gateway validates a request's schemas and the cascade then builds its verifiers from the same ones,
     and agents send the same tools again and again: compiled validators are kept by the schema's JSON text.
     """
@@ -255,9 +271,9 @@ def _compile(schema: Any, label: str) -> Validator:
 def _compile_json(schema_json: str, label: str) -> Validator:
     """``_compile`` of one schema's JSON text; a schema that fails raises, and failures are not kept."""
     schema = json.loads(schema_json)
-    cls = validator_for(schema, default=Draft202012Validator)
+    cls = linear_time(validator_for(schema, default=Draft202012Validator))
     try:
-        cls.check_schema(schema)
+        cls.check_schema(schema, format_checker=cls.FORMAT_CHECKER)  # its `regex` format: RE2 compiles it
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "<root>"
         raise InvalidSchemaError(_clip(f"{label}: invalid JSON Schema at '{where}': {exc.message}")) from exc
@@ -318,8 +334,3 @@ def _failed(name: str, score: float, reasons: Iterable[str]) -> Verdict:
 def _clip(text: str) -> str:
     return text if len(text) <= _MAX_REASON_CHARS else text[: _MAX_REASON_CHARS - 3] + "..."
 
-
-VERIFIERS: dict[str, type[Verifier]] = {
-    SchemaVerifier.name: SchemaVerifier,
-    ToolCallVerifier.name: ToolCallVerifier,
-}

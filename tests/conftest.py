@@ -33,6 +33,7 @@ BASE_URL = "http://127.0.0.1:8000"
 REMOTE_KEY_ENV = "CASCADE_TEST_REMOTE_KEY"
 REMOTE_KEY = PEER_KEY
 TEST_ADAPTERS = ("alpha", "beta")
+SERVED_TOOLS_DIR = Path(__file__).resolve().parent / "served_tools"  # tools the test gateway executes
 
 
 def cluster_config_for_tests(otlp_endpoint: str, state_dir: Path) -> dict:
@@ -82,7 +83,7 @@ def cluster_config_for_tests(otlp_endpoint: str, state_dir: Path) -> dict:
     config["gateway"]["recording"] = {"enabled": True, "path": str(state_dir / "recordings.sqlite")}
     config["gateway"]["telemetry"] = {"otlp_endpoint": otlp_endpoint, "otlp_protocol": "http",
                                       "schedule_delay_ms": 200}
-    config["gateway"]["tools"] = ["deployments.builtin_tools:add", "deployments.builtin_tools:convert_temperature"]
+    config["gateway"]["tools"] = ["demo_tools:add", "demo_tools:convert_temperature"]  # on PYTHONPATH below
     config["gateway"]["auth"] = auth_config()  # what a deployment beyond loopback runs with
     return config
 
@@ -100,9 +101,9 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the marker below must already be there
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that uses a live cluster (the session's, directly or through another fixture, or a multi-node
-    one of its own) carries the `cluster` marker, so `-m "not cluster"` never starts (or stops) one. Fault-injection tests take parts of the shared cluster
-    down: they go last, whatever the file order; the multi-node tests replace it with a cluster of their own,
-    after them."""
+    one of its own) carries the `cluster` marker, so `-m "not cluster"` never starts (or stops) one.
+    Fault-injection tests take parts of the shared cluster down: they go last, whatever the file order; the
+    multi-node tests replace it with a cluster of their own, after them."""
     for item in items:
         if "cluster" in getattr(item, "fixturenames", ()) or item.get_closest_marker("multinode") is not None:
             item.add_marker(pytest.mark.cluster)
@@ -143,9 +144,11 @@ def cluster(otlp_receiver: OtlpReceiver, prepared_slm: Path) -> Iterator[str]:
         make_random_adapter(state / "adapters" / name, seed)
     config_path = state / CLUSTER_CONFIG_NAME  # `cascade adapt` rewrites it, as it would an operator's file
     config_path.write_text(yaml.safe_dump(cluster_config_for_tests(otlp_receiver.endpoint, state)))
-    started = subprocess.run(
-        [CASCADE, "up", "--config", str(config_path), "--timeout-s", "900"], check=False, text=True, capture_output=True
-    )
+    # Ray's workers inherit this environment: the gateway replicas import the test's tools from there.
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SERVED_TOOLS_DIR),
+                                                                              os.environ.get("PYTHONPATH")]))}
+    started = subprocess.run([CASCADE, "up", "--config", str(config_path), "--timeout-s", "900"], check=False,
+                             text=True, capture_output=True, env=environment)
     if started.returncode != 0:
         subprocess.run([CASCADE, "down"], check=False)
         pytest.fail(f"`cascade up` failed:\n{started.stdout}\n{started.stderr[-4000:]}")

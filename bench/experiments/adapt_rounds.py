@@ -28,7 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from bench.experiments.bfcl_compare import BIN, SIM_PORT, SIM_TIER, _wait_http, bench, cluster_config  # same cluster, same bench
+
+from bench.experiments.bfcl_compare import (  # same cluster, same bench
+    BIN,
+    SIM_PORT,
+    SIM_TIER,
+    _wait_http,
+    bench,
+    cluster_config,
+)
 
 ROUTE = "sim"
 REGRESSION_ROUTE = "general"

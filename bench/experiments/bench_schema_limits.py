@@ -29,8 +29,8 @@ import xgrammar
 from jsonschema import Draft202012Validator
 from tqdm import tqdm
 
-from policies.tool_choice import ForcedTools, forced_tool_schema
 from policies.schema_limits import DEFAULT_SCHEMA_LIMITS, InvalidSchemaError, check_request_limits
+from policies.tool_choice import ForcedTools, forced_tool_schema
 
 SMOLLM2 = "smollm2-135m-instruct"
 

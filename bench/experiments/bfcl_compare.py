@@ -19,9 +19,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
+import httpx
 import yaml
 
 from cluster.config import load_config
@@ -45,9 +45,9 @@ def _wait_http(url: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(url, timeout=2)
+            httpx.get(url, timeout=2).raise_for_status()
             return
-        except OSError:
+        except httpx.HTTPError:
             time.sleep(0.5)
     raise SystemExit(f"{url} did not answer within {timeout_s:g} s")
 

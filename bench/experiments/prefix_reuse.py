@@ -61,8 +61,9 @@ async def _run(config_path: str | None, caching: bool, tool_lists: int, repeats:
 
 
 def _fresh_process(args: argparse.Namespace, caching: bool) -> list[dict[str, Any]]:
+    config_args = ["--config", args.config] if args.config else []
     command = [sys.executable, __file__, "--one-run", "on" if caching else "off", "--tool-lists",
-               str(args.tool_lists), "--repeats", str(args.repeats)] + (["--config", args.config] if args.config else [])
+               str(args.tool_lists), "--repeats", str(args.repeats)] + config_args
     return json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
 
 

@@ -19,6 +19,7 @@ from cluster.store.recording import RecordedExample
 from policies.tool_choice import ForcedTools, rewrite_forced_tool_choice
 
 __all__ = [
+    "HELD_OUT_FRACTION",
     "MINIMUM_HELD_OUT",
     "NotEnoughDataError",
     "PairSet",
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 MINIMUM_HELD_OUT = 4
+HELD_OUT_FRACTION = 0.25  # share of a route's examples kept out of training to judge its adapter
 """Fewer held-out examples than this cannot tell a better adapter from a lucky one."""
 
 
@@ -153,7 +155,7 @@ def _unit_interval(identifier: str, seed: int) -> float:
 
 
 def split_held_out(
-    items: Sequence[T], fraction: float = 0.25, seed: int = 0, minimum: int = 0
+    items: Sequence[T], fraction: float = HELD_OUT_FRACTION, seed: int = 0, minimum: int = 0
 ) -> tuple[list[T], list[T]]:
     """(train, held_out), each item placed by a hash of its id rather than by shuffling.
 
@@ -173,7 +175,8 @@ def split_held_out(
     return train, held_out
 
 
-def require_minimum(n_train: int, n_held_out: int, minimum_train: int = 8, minimum_held_out: int = MINIMUM_HELD_OUT) -> None:
+def require_minimum(n_train: int, n_held_out: int, minimum_train: int = 8,
+                    minimum_held_out: int = MINIMUM_HELD_OUT) -> None:
     """Raises NotEnoughDataError unless both splits are big enough to train on and to judge by."""
     if n_train >= minimum_train and n_held_out >= minimum_held_out:
         return

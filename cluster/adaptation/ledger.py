@@ -147,7 +147,8 @@ class Ledger:
         with self._lock, self._db:
             self._db.execute(
                 "UPDATE adaptation_rounds SET state = ?, reason = ?, adapter = COALESCE(?, adapter), finished_at = ?, "
-                "progress = 'done' WHERE id = ? AND state = 'running'", (state, reason, adapter, self._clock(), round_id))
+                "progress = 'done' WHERE id = ? AND state = 'running'",
+                (state, reason, adapter, self._clock(), round_id))
         return self.round(round_id)
 
     def fail_unfinished(self, reason: str) -> int:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.adaptation.dataset import (
+    HELD_OUT_FRACTION,
     MINIMUM_HELD_OUT,
     NotEnoughDataError,
     TrainingPair,
@@ -61,7 +62,7 @@ class RoundRequest:
     config: dict[str, Any]
     route: str
     settings: TrainSettings = field(default_factory=TrainSettings)
-    held_out_fraction: float = 0.25
+    held_out_fraction: float = HELD_OUT_FRACTION
     promote: bool = True
     """False: decide and report, but leave the serving adapter as it is (`cascade adapt run --no-promote`)."""
     serving_adapter: str | None = None
@@ -230,9 +231,9 @@ def _round(request: RoundRequest, round_id: int, books: Any, report: Report) -> 
         raise RoundError(f"rank {settings.rank} exceeds the lora.max_lora_rank ({tier.lora.max_lora_rank}) of tier "
                          f"{tier.name!r}, so its engines could not load the adapter")
     if request.serving_base_model is not None and request.serving_base_model != tier.model:
-        raise RoundError(f"the serving adapter {request.serving_adapter!r} was trained on {request.serving_base_model!r} "
-                         f"but tier {tier.name!r} now serves {tier.model!r}: `cascade adapt rollback --route "
-                         f"{route.name}` takes it out of service, then adapt again")
+        raise RoundError(f"the serving adapter {request.serving_adapter!r} was trained on "
+                         f"{request.serving_base_model!r} but tier {tier.name!r} now serves {tier.model!r}: "
+                         f"`cascade adapt rollback --route {route.name}` takes it out of service, then adapt again")
     policy = route.adaptation
     if policy.train_resources.num_gpus > 0:
         settings = replace(settings, qlora=True)
@@ -250,8 +251,8 @@ def _round(request: RoundRequest, round_id: int, books: Any, report: Report) -> 
         raise RoundError(f"adapter {name!r} exists already ({out})")
     report(f"training {name} on {len(data.train)} pairs", {"adapter": name})
     started = time.monotonic()
-    summary = _run_training(resolve_model(tier.model), data.train, settings, out, round_id, books, policy.train_timeout_s,
-                            policy.train_resources.to_ray())
+    summary = _run_training(resolve_model(tier.model), data.train, settings, out, round_id, books,
+                            policy.train_timeout_s, policy.train_resources.to_ray())
     facts = {"first_loss": summary.first_loss, "last_loss": summary.last_loss, "epochs": summary.epochs,
              "too_long": summary.too_long, "train_s": round(time.monotonic() - started, 1)}
     report("replaying held-out and regression requests", facts)

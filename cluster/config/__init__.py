@@ -29,7 +29,8 @@ from cluster.config.routes import AdaptationPolicy, JudgeConfig, RouteConfig
 from cluster.config.tiers import LoraSettings, RemoteTierConfig, TierConfig
 
 __all__ = [
-    "ADAPTER_NAME_PATTERN", "DEFAULT_MODEL_ALIAS", "DEFAULT_ROUTE", "GATEWAY_DEPLOYMENT", "AdaptationPolicy",
+    "ADAPTER_NAME_PATTERN", "DEFAULT_MODEL_ALIAS", "DEFAULT_ROUTE", "GATEWAY_DEPLOYMENT",
+    "AdaptationPolicy",
     "ApiKeyConfig", "AuthConfig", "Autoscaling", "CascadeConfig", "ConfigError", "DeploymentOptions",
     "GatewayConfig", "JudgeConfig", "LoraSettings", "MultinodeConfig", "PoolConfig", "Price", "RayActorOptions",
     "RecordingConfig", "RemoteTierConfig", "RouteConfig", "TierConfig", "judge_deployment_name", "load_config",

@@ -90,7 +90,8 @@ def autoscaler_config(config: CascadeConfig, cluster_name: str = "slm-cascade-lo
     }
     for node_type in node_types.values():
         available[node_type.pool] = {
-            "resources": {"CPU": _cpus(node_type.num_cpus), **({"GPU": node_type.num_gpus} if node_type.num_gpus else {}),
+            "resources": {"CPU": _cpus(node_type.num_cpus),
+                          **({"GPU": node_type.num_gpus} if node_type.num_gpus else {}),
                           **node_type.resources, "object_store_memory": LOCAL_OBJECT_STORE_BYTES},
             "node_config": {},
             "min_workers": node_type.min_nodes,

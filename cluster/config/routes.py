@@ -130,5 +130,6 @@ class RouteConfig(StrictModel):
         if self.confidence_model is not None:
             build_confidence_policy(self.confidence_policy, self.confidence_model.parameters())
         if self.difficulty.predictor not in DIFFICULTY_PREDICTORS:
-            raise ValueError(f"difficulty.predictor {self.difficulty.predictor!r} not in {sorted(DIFFICULTY_PREDICTORS)}")
+            raise ValueError(f"difficulty.predictor {self.difficulty.predictor!r} "
+                             f"not in {sorted(DIFFICULTY_PREDICTORS)}")
         return self

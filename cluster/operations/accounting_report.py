@@ -7,11 +7,10 @@ Energy is labelled with its source on every line: `model` figures are estimates 
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from cluster.operations.client_auth import API_KEY_ENV, auth_headers
 
@@ -35,15 +34,14 @@ class ReportError(RuntimeError):
 
 
 def fetch_report(base_url: str) -> dict[str, Any]:
-    request = urllib.request.Request(f"{base_url}/v1/cascade/report", headers=auth_headers())
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        hint = f" (set {API_KEY_ENV})" if error.code == 401 else ""
-        raise ReportError(f"the gateway at {base_url} answered {error.code}{hint}") from None
-    except (urllib.error.URLError, OSError) as error:
+        response = httpx.get(f"{base_url}/v1/cascade/report", headers=auth_headers(), timeout=10, follow_redirects=True)
+    except httpx.HTTPError as error:
         raise ReportError(f"cannot reach the gateway at {base_url}: {error}; is the cluster up?") from None
+    if response.is_error:
+        hint = f" (set {API_KEY_ENV})" if response.status_code == 401 else ""
+        raise ReportError(f"the gateway at {base_url} answered {response.status_code}{hint}")
+    return response.json()
 
 
 def _cell(value: Any, fmt: str) -> str:
@@ -60,8 +58,11 @@ def format_table(report: dict[str, Any]) -> str:
     header = ["", *(title for _, title, _ in COLUMNS)]
     lines = [[label, *(_cell(figures.get(key), fmt) for key, _, fmt in COLUMNS)] for label, figures in rows]
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
-    render = lambda row: "  ".join(cell.rjust(width) if i else cell.ljust(width)
-                                   for i, (cell, width) in enumerate(zip(row, widths)))
+
+    def render(row: list[str]) -> str:
+        cells = (cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths)))
+        return "  ".join(cells)
+
     return "\n".join([render(header), *map(render, lines)])
 
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cluster.adaptation.dataset import HELD_OUT_FRACTION
 from cluster.adaptation.train import TrainSettings
 from cluster.config import load_config
 
@@ -65,8 +66,8 @@ def _call(remote_call: Any) -> Any:
         raise AdaptError(str(error.cause) if error.cause is not None else str(error)) from None
 
 
-def request_round(config_path: Path, route: str, settings: TrainSettings, *, held_out_fraction: float = 0.25,
-                  promote: bool = True, wait: bool = True,
+def request_round(config_path: Path, route: str, settings: TrainSettings, *,
+                  held_out_fraction: float = HELD_OUT_FRACTION, promote: bool = True, wait: bool = True,
                   progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Start a round of `route` on the cluster; with `wait`, follow it to its end. Returns the round as the
     ledger has it (`state`: running, promoted, refused or failed)."""

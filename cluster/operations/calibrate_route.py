@@ -25,6 +25,8 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from cluster.config import DEFAULT_ROUTE, load_config
+from cluster.config.edit import write_route_fields
 from cluster.operations.confidence_fit import (
     FitError,
     FitResult,
@@ -34,8 +36,6 @@ from cluster.operations.confidence_fit import (
     read_labelled,
     score_answers,
 )
-from cluster.config import DEFAULT_ROUTE, load_config
-from cluster.config.edit import write_route_fields
 from policies.calibration import (
     CalibrationError,
     CalibrationPoint,

@@ -3,7 +3,8 @@ whole worker node of a local multi-node cluster.
 
 Ray titles each replica's process `ray::ServeReplica:<app>:<deployment>` (names hold no dots) and vLLM
 titles its engine core `VLLM::EngineCore`, so both are found by process title on this machine, with no
-driver connection to Ray. A node is its raylet (`raylet --node_id=<id>`) and every process under it. Whether a replacement is serving is what Serve itself reports (`cascade status`).
+driver connection to Ray. A node is its raylet (`raylet --node_id=<id>`) and every process under it.
+Whether a replacement is serving is what Serve itself reports (`cascade status`).
 Only this machine's processes are touched: the harness is for a local cluster, never a shared one.
 """
 

@@ -15,14 +15,15 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from cluster.config import CascadeConfig
-from cluster.store.models import EMBEDDED_PREFIX, cache_root, is_prepared, prepare_model
 from cluster.config.node_types import HEAD_TYPE, POOL_LABEL, autoscaler_config, single_node_resources
+from cluster.store.models import EMBEDDED_PREFIX, cache_root, is_prepared, prepare_model
 
 APP_STATUS_RUNNING = "RUNNING"
 APP_STATUS_FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
@@ -148,9 +149,8 @@ def ensure_models(config: CascadeConfig, progress: Callable[[str], None]) -> Non
 
 def _http_ready(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
+        return httpx.get(url, timeout=2, follow_redirects=True).status_code == 200
+    except httpx.HTTPError:
         return False
 
 

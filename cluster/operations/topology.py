@@ -64,9 +64,10 @@ def read_replicas() -> list[ReplicaPlacement]:
 
 def nodes_report(nodes: list[NodeState], replicas: list[ReplicaPlacement]) -> list[dict[str, Any]]:
     """`cascade status --json`'s `nodes`: each node with its RUNNING replicas per deployment."""
+    running = [r for r in replicas if r.state == "RUNNING"]
     return [
         {"node_id": node.node_id, "type": node.type, "alive": node.alive, "resources": node.resources,
-         "replicas": dict(Counter(r.deployment for r in replicas if r.node_id == node.node_id and r.state == "RUNNING"))}
+         "replicas": dict(Counter(r.deployment for r in running if r.node_id == node.node_id))}
         for node in nodes
     ]
 

@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from cluster.telemetry import semconv as sc
+from policies.cost import cost_per_successful_task
 
 UNKNOWN = "unknown"
 """Route or tier name used when the span does not say."""
@@ -127,8 +128,7 @@ def build_record(root: ReadableSpan, descendants: Sequence[ReadableSpan], record
 def summarise(units: Sequence[Unit]) -> dict[str, Any]:
     """The snapshot figures for a group of units; every rate is None when its denominator is 0.
 
-    CPS = cost of all units / successes. With no successes it is `math.inf` if money was spent (every
-    dollar bought nothing) and None if nothing was spent (0/0 says nothing).
+    CPS is `policies.cost.cost_per_successful_task` (no success: `math.inf`); None only for no units at all.
     """
     successes = sum(u.success for u in units)
     cost = math.fsum(u.cost_usd for u in units)
@@ -138,7 +138,7 @@ def summarise(units: Sequence[Unit]) -> dict[str, Any]:
     return {
         "requests": len(units),
         "successes": successes,
-        "cps": cost / successes if successes else (math.inf if cost > 0 else None),
+        "cps": cost_per_successful_task(cost, successes) if units else None,
         "success_rate": _rate(u.success for u in units),
         "schema_validity_rate": _rate(u.schema_valid for u in units),
         "executable_call_rate": _rate(u.executable for u in units),

@@ -43,7 +43,6 @@ CASCADE_TIERS_TRIED: Final = "cascade.tiers_tried"
 # --- span names -----------------------------------------------------------------------------------
 SPAN_REQUEST: Final = "cascade.request"
 """Root span, one per request, opened by the gateway; accounting closes its books when it ends."""
-SPAN_ROUTE: Final = "cascade.route"
 SPAN_TIER_ATTEMPT: Final = "cascade.tier_attempt"
 SPAN_VERIFY: Final = "cascade.verify"
 SPAN_TOOL: Final = "cascade.tool"

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
-from cluster.evaluation.bfcl import load_cases
 from bench.simulated_llm import SimulatedLLM, build_app
+from cluster.evaluation.bfcl import load_cases
 
 
 def free_port() -> int:

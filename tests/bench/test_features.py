@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.evaluation.bfcl import load_cases
 from bench.features import annotate_records, record_features
+from cluster.evaluation.bfcl import load_cases
 
 
 def record(case_id: str, arguments: dict, **extra) -> dict:

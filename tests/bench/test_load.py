@@ -4,9 +4,9 @@ import asyncio
 
 import pytest
 
-from cluster.evaluation.bfcl import load_cases
 from bench.load import LoadError, require_loopback, run_load
 from bench.runner import parse_policies, request_body
+from cluster.evaluation.bfcl import load_cases
 
 
 @pytest.mark.parametrize("url", ["http://192.0.2.1:8000/v1", "http://[2001:db8::1]:8000/v1", "https://10.0.0.5/v1"])

@@ -7,11 +7,11 @@ import sys
 import pytest
 from openai import OpenAI
 
-from cluster.evaluation.calls import parse_answer
 from bench.report import REPORT_KEYS
 from bench.runner import BenchError, parse_policies, request_body, run_bench
-from cluster.evaluation.scorer import score_case
 from bench.simulated_llm import SimulatedLLM, wrong_answer
+from cluster.evaluation.calls import parse_answer
+from cluster.evaluation.scorer import score_case
 from policies.verifiers import Candidate, ToolCall, ToolCallVerifier
 
 

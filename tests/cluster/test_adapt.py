@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from cluster.operations.adaptation_client import format_round, format_status
 from cluster.adaptation.round import RoundOutcome, RoundRequest, adapter_name, replay_body, run_round
 from cluster.adaptation.success import answer_matches, tool_case
 from cluster.adaptation.train import TrainSettings
 from cluster.config import ADAPTER_NAME_PATTERN, load_config
+from cluster.operations.adaptation_client import format_round, format_status
 from cluster.store.recording import RecordedExample, RecordingStore
 
 TOOLS = [

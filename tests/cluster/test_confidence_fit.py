@@ -13,10 +13,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster.operations.calibrate_route import CalibrateError, run_fit
 from cluster.cli import main
-from cluster.operations.confidence_fit import FitError, LabelledAnswer, fit_confidence, held_out, read_labelled, score_answers
 from cluster.config import load_config
+from cluster.operations.calibrate_route import CalibrateError, run_fit
+from cluster.operations.confidence_fit import (
+    FitError,
+    LabelledAnswer,
+    fit_confidence,
+    held_out,
+    read_labelled,
+    score_answers,
+)
 from policies.confidence import FittedPolicy, build_confidence_policy
 
 

@@ -78,7 +78,8 @@ def test_cli_up_rejects_invalid_config_before_starting(tmp_path: Path) -> None:
     data["tiers"][0]["price"]["output_per_1m_usd"] = "cheap"
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(data))
-    result = subprocess.run([CASCADE, "up", "--config", str(path)], check=False, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([CASCADE, "up", "--config", str(path)], check=False, capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 2
     assert "tiers.0.price.output_per_1m_usd" in result.stderr
     assert "starting Ray" not in result.stderr
@@ -91,15 +92,16 @@ def test_cli_up_refuses_a_remote_tier_whose_key_variable_is_unset_by_its_name(tm
     path = tmp_path / "remote.yaml"
     path.write_text(yaml.safe_dump(data))
     env = {k: v for k, v in os.environ.items() if k != "CASCADE_TEST_NEVER_SET_KEY"}
-    result = subprocess.run([CASCADE, "up", "--config", str(path)], check=False, capture_output=True, text=True, timeout=60,
-                            env=env)
+    result = subprocess.run([CASCADE, "up", "--config", str(path)], check=False, capture_output=True, text=True,
+                            timeout=60, env=env)
     assert result.returncode != 0
     assert "tier 'hosted' reads its API key from CASCADE_TEST_NEVER_SET_KEY" in result.stderr
     assert "starting Ray" not in result.stderr
 
 
 def test_cli_reports_unreadable_and_non_yaml_files(tmp_path: Path) -> None:
-    missing = subprocess.run([CASCADE, "up", "--config", str(tmp_path / "nope.yaml")], check=False, capture_output=True, text=True)
+    missing = subprocess.run([CASCADE, "up", "--config", str(tmp_path / "nope.yaml")], check=False,
+                             capture_output=True, text=True)
     assert missing.returncode == 2 and "cannot read config" in missing.stderr
     broken = tmp_path / "broken.yaml"
     broken.write_text("tiers: [unclosed")

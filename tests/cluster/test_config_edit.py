@@ -1,5 +1,6 @@
 """Config write-back (`cascade calibrate --config`): one route's fields set, everything else kept as the user
-wrote it, a write that would not validate refused, and an interrupted write leaving the old file."""
+wrote it (comments, order, quoting and indentation too), a write that would not validate refused, and an
+interrupted write leaving the old file."""
 
 from __future__ import annotations
 
@@ -45,6 +46,53 @@ def test_promotion_sets_the_route_adapter_and_keeps_the_rest(tmp_path: Path) -> 
     assert written == data  # every other setting, in the user's own form (not expanded with defaults)
     assert config_path.with_name("cascade.yaml.bak").read_text() == before
     assert load_config(config_path) == config
+
+
+OPERATOR_FILE = """\
+# my cluster: two tiers, cheapest first
+app_name: "slm-cascade"
+tiers:
+  - name: slm   # the small one
+    model: embedded:smollm2-135m-instruct
+    lora: {max_lora_rank: 8, adapter_dir: '{adapters}'}
+  - name: fallback
+    model: embedded:gemma-3-270m
+gateway: {auth: {required: false}}   # loopback only
+routes:
+  # the default route first
+  - name: default
+    threshold: 0.3
+  - name: tools    # agent traffic
+    tiers: [slm, fallback]
+    # the threshold is calibrated below
+# end of routes
+"""
+
+
+@pytest.mark.parametrize("dash_column", ["indented", "at the key"])
+def test_comments_order_quoting_and_indentation_survive_an_edit(tmp_path: Path, dash_column: str) -> None:
+    before = OPERATOR_FILE.replace("{adapters}", str(tmp_path / "adapters"))
+    if dash_column == "at the key":
+        before = "".join(line.removeprefix("  ") for line in before.splitlines(keepends=True))  # PyYAML's style
+    config_path = tmp_path / "cascade.yaml"
+    config_path.write_text(before)
+    write_route_fields(config_path, "tools", {"adapter": "tools-20261126t093000", "threshold": 0.25})
+    write_route_fields(config_path, "default", {"threshold": 0.5})
+    indent = "    " if dash_column == "indented" else "  "
+    tools = f"{indent}tiers: [slm, fallback]\n"
+    expected = before.replace(tools, f"{tools}{indent}adapter: tools-20261126t093000\n{indent}threshold: 0.25\n")
+    assert config_path.read_text() == expected.replace("threshold: 0.3", "threshold: 0.5")
+    assert load_config(config_path).route("tools").threshold == 0.25
+
+
+def test_a_file_that_is_not_yaml_or_not_a_mapping_is_refused(tmp_path: Path) -> None:
+    config_path = tmp_path / "cascade.yaml"
+    for text, error in [("tiers: [unclosed\n", "cannot read config"), ("- a list\n", "not a YAML mapping"),
+                        ("a: 1\na: 2\n", "cannot read config"), ("tiers: !custom x\n", "would not read back")]:
+        config_path.write_text(text)
+        with pytest.raises(ConfigError, match=error):
+            write_route_fields(config_path, "default", {"threshold": 0.5})
+        assert config_path.read_text() == text
 
 
 def test_a_config_without_routes_gets_its_default_route_written_out() -> None:

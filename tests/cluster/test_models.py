@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster import models
+from cluster.store import models
 from cluster.store.models import (
     MANIFEST_NAME,
     ModelPreparationError,

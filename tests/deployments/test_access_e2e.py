@@ -8,7 +8,6 @@ import time
 
 import httpx
 import pytest
-
 from auth_keys import ADMIN_HEADERS, ADMIN_KEY, LIMITED_KEY
 
 pytestmark = pytest.mark.cluster

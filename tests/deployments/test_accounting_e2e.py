@@ -91,10 +91,12 @@ def test_cascade_report_cli_prints_table_json_and_plot(cluster: str, metered: li
                 "escalation_rate", "latency_p50_ms", "latency_p95_ms", "energy_per_request_j", "energy_source"):
         assert key in report["overall"] and key in report["routes"]["metered"]
     plot = tmp_path / "report.png"
-    table = subprocess.run([CASCADE, "report", "--plot", str(plot)], check=False, capture_output=True, text=True, timeout=60)
+    table = subprocess.run([CASCADE, "report", "--plot", str(plot)], check=False, capture_output=True, text=True,
+                           timeout=60)
     assert "route metered" in table.stdout and plot.stat().st_size > 10_000
 
 
 def test_report_cli_says_clearly_when_no_gateway_answers() -> None:
-    result = subprocess.run([CASCADE, "report", "--url", "http://127.0.0.1:9"], check=False, capture_output=True, text=True)
+    result = subprocess.run([CASCADE, "report", "--url", "http://127.0.0.1:9"], check=False, capture_output=True,
+                            text=True)
     assert result.returncode == 2 and "cannot reach the gateway" in result.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from auth_keys import ADMIN_HEADERS
 
 pytestmark = pytest.mark.cluster

@@ -14,10 +14,9 @@ import httpx
 import pytest
 import requests
 import schemathesis
+from auth_keys import ADMIN_HEADERS
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.generation.modes import GenerationMode
-
-from auth_keys import ADMIN_HEADERS
 
 pytestmark = pytest.mark.cluster
 

@@ -125,7 +125,8 @@ def test_a_promoting_round_serves_its_adapter_with_the_live_baseline_it_replaced
 
     served, round_ = asyncio.run(scenario())
     assert served == {"tools": "tools-1"}
-    assert (round_["state"], round_["adapter"], round_["facts"]) == ("promoted", "tools-1", {"adapted": {"successes": 5}})
+    assert (round_["state"], round_["adapter"], round_["facts"]) == (
+        "promoted", "tools-1", {"adapted": {"successes": 5}})
     version = books._ledger.serving()["tools"]
     assert (version.baseline_requests, version.baseline_successes) == (4, 3)
 

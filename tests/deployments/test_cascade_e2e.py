@@ -93,7 +93,7 @@ def test_remote_tier_is_reached_over_http_and_priced_from_its_usage(cluster: str
 def test_judge_deployment_scores_the_answer_it_is_given_deterministically(cluster: str, gateway_handle) -> None:
     """The route's judge scores the SLM's answer; asked again directly about the same answer, the judge deployment
     gives the same score (temperature 0). Whether the bundled judge scores right answers above wrong ones is
-    measured, not asserted: `bench/experiments/judge_quality.py` (it does not, see the README)."""
+    measured, not asserted: `bench/experiments/judge_quality.py` (it does not, see docs/cascade.md)."""
     from ray import serve
 
     from policies.verifiers import Candidate

@@ -253,7 +253,8 @@ def city_call(city: str) -> ChatResult:
     body = {
         "choices": [{"index": 0, "finish_reason": "stop", "message": {
             "role": "assistant", "content": None,
-            "tool_calls": [{"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}]},
+            "tool_calls": [{"id": "c", "type": "function",
+                            "function": {"name": "get_weather", "arguments": arguments}}]},
             "logprobs": None}],
         "usage": {"prompt_tokens": 100, "completion_tokens": 10},
     }

@@ -56,7 +56,8 @@ def test_plain_chat_returns_text_usage_and_cascade_report(openai_client) -> None
 
 def test_logprobs_are_returned_per_generated_token(openai_client) -> None:
     response = openai_client.chat.completions.create(
-        model="slm", messages=[{"role": "user", "content": "Count to three."}], max_tokens=8, logprobs=True, top_logprobs=2
+        model="slm", messages=[{"role": "user", "content": "Count to three."}], max_tokens=8, logprobs=True,
+        top_logprobs=2,
     )
     tokens = response.choices[0].logprobs.content
     assert len(tokens) == response.usage.completion_tokens

@@ -52,7 +52,7 @@ def test_a_hanging_tool_times_out_as_unknown_and_a_full_pool_refuses_instead_of_
     tools = executor(threads=1, timeout_s=0.2)
     started = time.monotonic()
     first, second = run(tools, message(("hang", "{}"), ("add", '{"a": 1, "b": 1}')))
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10  # the hanging tool never returns by itself: a wide margin for load
     assert first["executed"] is None and "no result within" in first["error"]
     assert second["executed"] is False and "busy" in second["error"]
     release.set()

@@ -66,3 +66,30 @@ def test_a_cascade_the_app_rejects_is_reported_by_values_config(chart) -> None:
     values["cascade"]["tiers"][1]["name"] = "slm"
     with pytest.raises(RenderError, match="duplicate"):
         values_config(values)
+
+
+def test_a_judge_resource_no_group_advertises_is_rejected(chart) -> None:
+    def judge_on_a_missing_pool(values: dict) -> None:
+        values["cascade"]["routes"][1]["judge"]["deployment"] = {"ray_actor_options": {"resources": {"pool_x": 1}}}
+
+    _fails(chart, judge_on_a_missing_pool, "cascade.routes[1].judge.deployment.ray_actor_options.resources.pool_x")
+
+
+def test_a_gateway_resource_no_group_advertises_is_rejected(chart) -> None:
+    _fails(chart, lambda v: v["cascade"]["gateway"]["deployment"]["ray_actor_options"].update(resources={"pool_x": 1}),
+           "cascade.gateway.deployment.ray_actor_options.resources.pool_x")
+
+
+def test_a_misspelt_key_deep_in_cascade_is_rejected(chart) -> None:
+    """The generated schema is as strict as the model (extra keys forbidden), at every depth."""
+    _fails(chart, lambda v: v["cascade"]["tiers"][0]["deployment"]["autoscaling"].update(max_replica=8),
+           "/cascade/tiers/0/deployment/autoscaling", "max_replica")
+
+
+def test_a_deployment_on_a_remote_tier_is_rejected(chart) -> None:
+    _fails(chart, lambda v: v["cascade"]["tiers"][2].update(deployment={}), "/cascade/tiers/2", "deployment")
+
+
+def test_an_unknown_request_router_is_rejected(chart) -> None:
+    _fails(chart, lambda v: v["cascade"]["tiers"][0]["deployment"].update(request_router="random"),
+           "/cascade/tiers/0/deployment/request_router", "prefix_affinity")

@@ -1,8 +1,7 @@
-"""One source of truth: the chart's serveConfigV2 is what `cascade render serve-config` prints."""
+"""One source of truth: the chart's serveConfigV2 is what `cascade render serve-config` prints, and it carries the
+config only as the application's `args`: build_app computes every deployment's options from it at start-up."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import yaml
@@ -11,12 +10,10 @@ from cluster.config import load_config
 from cluster.config.node_types import helm_worker_groups
 from cluster.operations.render import (
     CHART_DIR,
-    SERVE_DEFAULTS_FILE,
     RenderError,
     load_values,
     render_serve_config,
     serve_config_text,
-    serve_defaults,
     values_config,
 )
 
@@ -51,17 +48,49 @@ def test_args_are_the_cascade_values_verbatim(chart, values_file: tuple[str, dic
     assert app["args"] == expected
 
 
-def test_deployments_equal_the_apps_even_for_a_compact_cascade(chart, values_file: tuple[str, dict]) -> None:
-    """Serve replaces ray_actor_options/autoscaling_config whole: the chart completes them with the app's defaults."""
-    _, values = values_file
-    (chart_app,) = chart.serve_config(values)["applications"]
-    (python_app,) = render_serve_config(values_config(values))["applications"]
-    assert chart_app["deployments"] == python_app["deployments"]
+def test_the_serve_config_lists_no_deployments_and_serve_accepts_it(chart, values_file: tuple[str, dict]) -> None:
+    """Options in a serve config override build_app's, and Serve replaces ray_actor_options/autoscaling_config
+    whole: the chart lists none, so build_app's apply and no defaults are copied into the chart."""
+    from ray.serve.schema import ServeDeploySchema
+
+    config = chart.serve_config(values_file[1])
+    (app,) = config["applications"]
+    assert "deployments" not in app
+    assert ServeDeploySchema.model_validate(config).applications[0].deployments == []
 
 
-def test_the_charts_defaults_file_is_generated_from_the_config_model() -> None:
-    fix = 'regenerate: python -c "from cluster.operations.render import write_serve_defaults; write_serve_defaults()"'
-    assert json.loads(SERVE_DEFAULTS_FILE.read_text()) == json.loads(json.dumps(serve_defaults())), fix
+def test_build_app_sets_every_deployments_options_from_args(chart, values_file: tuple[str, dict]) -> None:
+    """What Serve deploys for the chart's app: the options build_app computes from `args`, compact values too."""
+    (app,) = chart.serve_config(values_file[1])["applications"]
+    _assert_build_app_options(app["args"], app["name"])
+
+
+def test_build_app_sets_the_request_router_of_the_embedded_default() -> None:
+    config = load_config()
+    assert "prefix_affinity" in {options.request_router for options in config.deployment_options.values()}
+    _assert_build_app_options(config.model_dump(mode="json"), config.app_name)
+
+
+def _assert_build_app_options(args: dict, app_name: str) -> None:
+    from ray.serve._private.build_app import build_app as build  # Serve's own step from Application to deployments
+
+    from deployments.app import build_app
+
+    config = values_config({"cascade": args})
+    built = {d.name: d for d in build(build_app(args), name=app_name).deployments}
+    assert set(built) == set(config.deployment_options)
+    for name, options in config.deployment_options.items():
+        expected, deployment = options.to_serve(), built[name]._deployment_config
+        assert built[name].ray_actor_options == expected["ray_actor_options"], name
+        autoscaling = {key: getattr(deployment.autoscaling_config, key) for key in expected["autoscaling_config"]}
+        assert autoscaling == expected["autoscaling_config"], name
+        assert (deployment.max_ongoing_requests, deployment.max_queued_requests) == (
+            expected["max_ongoing_requests"], expected["max_queued_requests"]), name
+        router = deployment.request_router_config
+        if "request_router_config" in expected:
+            assert router.request_router_class == expected["request_router_config"]["request_router_class"], name
+        else:
+            assert router.is_default_request_router(), name
 
 
 def test_the_chart_serves_on_the_gateway_port(chart) -> None:
@@ -78,7 +107,14 @@ def test_render_serve_config_text_is_the_same_yaml(chart) -> None:
     assert yaml.safe_load(serve_config_text(config)) == render_serve_config(config)
 
 
-def test_remote_tiers_get_no_deployment_and_route_judges_do(chart) -> None:
-    (app,) = chart.serve_config(chart.example("gpu-multi-tier"))["applications"]
-    names = [d["name"] for d in app["deployments"]]
-    assert names == ["gateway", "tier-slm", "tier-mid", "judge-extraction"]
+def test_a_partial_cascade_deploys_what_render_serve_config_prints(chart) -> None:
+    """Helm merges `cascade:` over the chart default's (here the default's gateway.auth): so does values_config."""
+    values = {"cascade": {"tiers": [{"name": "slm", "model": "m"}], "gateway": {"port": 9000}}}
+    assert values_config(values).gateway.auth.required is True
+    (app,) = chart.serve_config(values)["applications"]
+    assert values_config({"cascade": app["args"]}) == values_config(values)
+    without_auth = {"cascade": {"tiers": [{"name": "slm", "model": "m"}], "gateway": {"auth": None}}}
+    (app,) = chart.serve_config(without_auth)["applications"]
+    assert "auth" not in app["args"]["gateway"]  # a null removes the default's key
+    with pytest.raises(RenderError, match="auth is required"):  # the model's own default then: no keys, refused
+        values_config(without_auth)

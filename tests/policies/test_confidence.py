@@ -14,6 +14,7 @@ from policies.confidence import (
     logistic,
     token_uncertainty,
 )
+from policies.escalation import AttemptOutcome, diagnose
 from policies.verifiers import Verdict
 
 PASS = Verdict("schema", 1.0, True)
@@ -95,30 +96,30 @@ def test_verifier_gated_without_logprobs_uses_prior():
     assert VerifierGatedPolicy(no_logprobs_score=0.7).score(_signals(None, [PASS])) == 0.7
 
 
+def _accepted(policy, signals, threshold: float) -> bool:
+    """The cascade's accept rule (`diagnose`) over this policy's score."""
+    return diagnose(AttemptOutcome(tier=0, verdicts=signals.verdicts, confidence=policy.score(signals)),
+                    threshold) is None
+
+
 def test_unverified_is_ignored_by_score_but_blocks_accept():
     policy = VerifierGatedPolicy()
     with_unverified = _signals(-0.01, [PASS, UNVERIFIED])
     assert policy.score(with_unverified) == policy.score(_signals(-0.01, [PASS])) > 0.9
-    assert not policy.accept(with_unverified, 0.1)
+    assert not _accepted(policy, with_unverified, 0.1)
 
 
 def test_accept_is_score_at_or_above_threshold():
     policy = VerifierGatedPolicy()
     at_half = _signals(policy.midpoint, [PASS])
-    assert policy.accept(at_half, 0.5)
-    assert not policy.accept(at_half, 0.5000001)
+    assert _accepted(policy, at_half, 0.5)
+    assert not _accepted(policy, at_half, 0.5000001)
 
 
 def test_failed_verdict_blocks_accept_even_with_high_weighted_score():
     policy = WeightedPolicy(bias=20.0)
     signals = _signals(-0.01, [FAIL])
-    assert policy.score(signals) > 0.99 and not policy.accept(signals, 0.5)
-
-
-@pytest.mark.parametrize("threshold", [-0.1, 1.1, math.nan])
-def test_accept_rejects_threshold_outside_unit_interval(threshold):
-    with pytest.raises(ValueError):
-        VerifierGatedPolicy().accept(_signals(-0.1), threshold)
+    assert policy.score(signals) > 0.99 and not _accepted(policy, signals, 0.5)
 
 
 def test_weighted_score_by_hand():

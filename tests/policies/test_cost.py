@@ -10,23 +10,19 @@ from policies.cost import (
 )
 
 
-def test_attempt_cost_sums_tokens_and_gpu_time():
-    price = TierPrice(input_per_1m_usd=0.5, output_per_1m_usd=1.5, gpu_second_usd=0.001)
-    # 2000 * 0.5/1e6 + 1000 * 1.5/1e6 + 3 * 0.001 = 0.001 + 0.0015 + 0.003
-    assert attempt_cost(price, 2000, 1000, gpu_seconds=3.0) == pytest.approx(0.0055)
+def test_attempt_cost_sums_input_and_output_tokens():
+    price = TierPrice(input_per_1m_usd=0.5, output_per_1m_usd=1.5)
+    # 2000 * 0.5/1e6 + 1000 * 1.5/1e6 = 0.001 + 0.0015
+    assert attempt_cost(price, 2000, 1000) == pytest.approx(0.0025)
 
 
-def test_attempt_cost_without_gpu_price_ignores_gpu_seconds():
-    assert attempt_cost(TierPrice(1.0, 2.0), 1_000_000, 0, gpu_seconds=100.0) == pytest.approx(1.0)
-
-
-@pytest.mark.parametrize(("args"), [(-1, 0, 0.0), (0, -1, 0.0), (0, 0, -1.0), (0, 0, math.nan)])
+@pytest.mark.parametrize(("args"), [(-1, 0), (0, -1)])
 def test_attempt_cost_rejects_negative_usage(args):
     with pytest.raises(ValueError):
         attempt_cost(TierPrice(1.0, 1.0), *args)
 
 
-@pytest.mark.parametrize("field", ["input_per_1m_usd", "output_per_1m_usd", "gpu_second_usd"])
+@pytest.mark.parametrize("field", ["input_per_1m_usd", "output_per_1m_usd"])
 @pytest.mark.parametrize("bad", [-0.01, math.inf, math.nan])
 def test_tier_price_rejects_bad_prices(field, bad):
     kwargs = {"input_per_1m_usd": 1.0, "output_per_1m_usd": 1.0, field: bad}

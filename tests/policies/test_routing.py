@@ -48,42 +48,33 @@ def test_request_features_take_deepest_schema_and_count_tools():
         {"type": "function", "function": {"name": "f", "parameters": NESTED}},
         {"type": "function", "function": {"name": "g"}},
     ]
-    f = request_features(1200, tools, OBJ, 0.9)
-    assert f == RequestFeatures(prompt_tokens=1200, n_tools=2, schema_depth=3, route_success_rate=0.9)
-    assert request_features(10, None, None) == RequestFeatures(10, 0, 0, None)
+    assert request_features(1200, tools, OBJ) == RequestFeatures(prompt_tokens=1200, n_tools=2, schema_depth=3)
+    assert request_features(10, None, None) == RequestFeatures(10, 0, 0)
 
 
-@pytest.mark.parametrize("kwargs", [{"prompt_tokens": -1}, {"route_success_rate": 1.5}])
+@pytest.mark.parametrize("kwargs", [{"prompt_tokens": -1}, {"n_tools": -1}])
 def test_request_features_are_validated(kwargs):
     with pytest.raises(ValueError):
         RequestFeatures(**{"prompt_tokens": 1, "n_tools": 0, "schema_depth": 0, **kwargs})
 
 
 def test_heuristic_difficulty_by_hand():
-    h = HeuristicDifficulty(long_prompt_tokens=1000, many_tools=10, deep_schema=4, weights=(0.2, 0.2, 0.2, 0.4))
-    # terms: 500/1000=0.5, 5/10=0.5, 2/4=0.5, 1-0.25=0.75 -> 0.2*0.5*3 + 0.4*0.75 = 0.6
-    assert h.score(RequestFeatures(500, 5, 2, 0.25)) == pytest.approx(0.6)
-    # unknown route: renormalise over the first three weights -> 0.5
-    assert h.score(RequestFeatures(500, 5, 2, None)) == pytest.approx(0.5)
-    # saturation: far past every saturation point with a failing route -> 1
-    assert h.score(RequestFeatures(10**9, 1000, 100, 0.0)) == pytest.approx(1.0)
-
-
-def test_heuristic_difficulty_rises_as_route_success_falls():
-    h = HeuristicDifficulty()
-    scores = [h.score(RequestFeatures(100, 1, 1, rate)) for rate in (1.0, 0.5, 0.0)]
-    assert scores == sorted(scores) and scores[0] < scores[-1]
+    h = HeuristicDifficulty(long_prompt_tokens=1000, many_tools=10, deep_schema=4, weights=(0.2, 0.2, 0.6))
+    # terms: 500/1000=0.5, 5/10=0.5, 4/4=1.0 -> 0.1 + 0.1 + 0.6 = 0.8
+    assert h.score(RequestFeatures(500, 5, 4)) == pytest.approx(0.8)
+    # saturation: far past every saturation point -> 1
+    assert h.score(RequestFeatures(10**9, 1000, 100)) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"many_tools": 0}, {"weights": (0.0, 0.0, 0.0, 1.0)}, {"weights": (-1.0, 1.0, 1.0, 1.0)}]
+    "kwargs", [{"many_tools": 0}, {"weights": (0.0, 0.0, 0.0)}, {"weights": (-1.0, 1.0, 1.0)}]
 )
 def test_heuristic_difficulty_parameters_are_validated(kwargs):
     with pytest.raises(ValueError):
         HeuristicDifficulty(**kwargs)
 
 
-EASY = RequestFeatures(10, 0, 0, None)
+EASY = RequestFeatures(10, 0, 0)
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,11 @@
 """Schema limits: each bound passes at its value and fails one past it, the summed bounds span all the
 schemas of a request, huge and deep schemas fail fast with a 400-style error (never RecursionError), and
-ReDoS-prone patterns are refused (which ones: ``test_regex_safety``)."""
+patterns RE2 refuses are refused naming where (which ones: ``test_regex_safety``)."""
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import fields
 
 import pytest
@@ -11,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policies.schema_limits import DEFAULT_SCHEMA_LIMITS, SchemaLimits, check_request_limits, check_schema_limits
-from policies.verifiers import InvalidSchemaError, SchemaVerifier, validate_tool_schemas
+from policies.verifiers import Candidate, InvalidSchemaError, SchemaVerifier, validate_tool_schemas
 
 LIMITS = DEFAULT_SCHEMA_LIMITS
 
@@ -197,51 +199,84 @@ def test_a_cyclic_python_object_terminates() -> None:
         check_schema_limits(loop)
 
 
-# --- patterns (which ones are risky: test_regex_safety) ------------------------------------------------
+# --- patterns (which ones RE2 refuses: test_regex_safety) ---------------------------------------------
 
 
-@pytest.mark.parametrize("pattern", [r"^\d{4}-\d{2}-\d{2}$", r"^([a-z0-9-]+\.)+[a-z]{2,}$"])
+@pytest.mark.parametrize("pattern", [r"^\d{4}-\d{2}-\d{2}$", r"^([a-z0-9-]+\.)+[a-z]{2,}$", r"^(?<id>[A-Z]{3})$"])
 def test_ordinary_patterns_are_accepted(pattern: str) -> None:
     check_schema_limits({"type": "string", "pattern": pattern})
     check_schema_limits({"type": "object", "patternProperties": {pattern: {"type": "string"}}})
+    SchemaVerifier({"type": "string", "pattern": pattern})
 
 
-def test_catastrophic_pattern_is_rejected_with_the_reason() -> None:
-    schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": r"(a+)+"}}}
-    match = r"at 'properties/a/pattern' could backtrack catastrophically \(a repeated part"
+def test_a_backreference_is_refused_naming_the_pattern_and_why() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": r"^(\w)\1$"}}}
+    match = r"invalid regular expression at 'properties/a/pattern': a backreference \\1: RE2 matches in linear time"
     with pytest.raises(InvalidSchemaError, match=match):
         check_schema_limits(schema)
+
+
+def test_a_catastrophic_pattern_is_accepted_and_validation_stays_fast() -> None:
+    """``(a+)+$`` takes Python's re exponential time on a near miss; the verifiers match with RE2."""
+    verifier = SchemaVerifier({"type": "object", "properties": {"q": {"type": "string", "pattern": "(a+)+$"}}})
+    started = time.perf_counter()
+    verdict = verifier.verify(Candidate(text=json.dumps({"q": "a" * 50_000 + "!"})))
+    assert time.perf_counter() - started < 10.0  # exponential under Python's re: it would never end
+    assert verdict.verified and not verdict.passed and verdict.reasons[0].startswith("at 'q': 'aaa")
+    assert verifier.verify(Candidate(text=json.dumps({"q": "aaaa"}))).passed
 
 
 def test_nested_counted_repeats_multiply_toward_max_pattern_repeat() -> None:
-    """Their sum is 128; xgrammar expands 64 x 64 (~6.5 s of CPU to compile)."""
-    match = "max_pattern_repeat=256 at 'pattern': quantifier counts summing to 4096"
+    """Their sum is 33; xgrammar expands 17 x 16."""
+    match = "max_pattern_repeat=256 at 'pattern': quantifier counts summing to 272"
     with pytest.raises(InvalidSchemaError, match=match):
+        check_schema_limits({"type": "string", "pattern": r"^(([a-z]{1,16}-){17})$"})
+
+
+def test_re2_refuses_nested_counts_past_1000_before_they_are_counted() -> None:
+    """64 x 64: ~6.5 s of CPU for xgrammar to compile."""
+    with pytest.raises(InvalidSchemaError, match=r"at 'pattern': a counted repeat over 1000"):
         check_schema_limits({"type": "string", "pattern": r"^(([a-z]{1,64}-){64})$"})
 
 
-def test_catastrophic_pattern_property_key_is_rejected() -> None:
-    with pytest.raises(InvalidSchemaError, match=r"at 'patternProperties/\(a\+\)\+' could backtrack"):
-        check_schema_limits({"type": "object", "patternProperties": {"(a+)+": {}}})
+def test_a_refused_pattern_property_key_is_named() -> None:
+    with pytest.raises(InvalidSchemaError, match=r"at 'patternProperties/\(\?=a\)b': a look-ahead"):
+        check_schema_limits({"type": "object", "patternProperties": {"(?=a)b": {}}})
 
 
-def test_catastrophic_pattern_behind_a_ref_into_data_is_rejected() -> None:
+def test_a_refused_pattern_behind_a_ref_into_data_is_refused() -> None:
     """The validator applies whatever `$ref` points at as a schema, even inside `default`."""
-    schema = {"$ref": "#/default", "default": {"pattern": "(a*)*$"}}
-    with pytest.raises(InvalidSchemaError, match="at 'default/pattern' could backtrack"):
+    schema = {"$ref": "#/default", "default": {"pattern": "(?<=a)b"}}
+    with pytest.raises(InvalidSchemaError, match="at 'default/pattern': a look-behind"):
         check_schema_limits(schema)
 
 
-def test_catastrophic_pattern_in_a_tool_is_rejected_naming_the_tool() -> None:
-    params = {"type": "object", "properties": {"q": {"type": "string", "pattern": r"^(\w+\s?)+$"}}}
-    with pytest.raises(InvalidSchemaError, match=r"tool #0 \('f'\): pattern at 'properties/q/pattern'"):
+def test_a_refused_pattern_in_a_tool_is_refused_naming_the_tool() -> None:
+    params = {"type": "object", "properties": {"q": {"type": "string", "pattern": r"^a++$"}}}
+    match = r"tool #0 \('f'\): invalid regular expression at 'properties/q/pattern'"
+    with pytest.raises(InvalidSchemaError, match=match):
         validate_tool_schemas([_tool(params)])
 
 
-@pytest.mark.parametrize("pattern", ["[", "(?<=a+)b", "a{99999999999}", "a**", "(?P<x>a)(?P=y)"])
+@pytest.mark.parametrize("pattern", ["[", "(?<=a+)b", "a{1001}", "a**", "(?P<x>a)(?P=y)", r"\p{L}"])
 def test_invalid_regex_is_rejected(pattern: str) -> None:
     with pytest.raises(InvalidSchemaError, match="invalid regular expression at 'pattern'"):
         check_schema_limits({"pattern": pattern})
+
+
+def test_a_count_re2_reads_as_text_still_counts() -> None:
+    """RE2 takes ``{99999999999}`` (and ``{01}``) for literal text; the count errs on the safe side."""
+    with pytest.raises(InvalidSchemaError, match="max_pattern_repeat=256 at 'pattern'"):
+        check_schema_limits({"pattern": "a{99999999999}"})
+
+
+def test_unevaluated_properties_with_pattern_properties_is_refused() -> None:
+    """jsonschema matches patternProperties for unevaluatedProperties with Python's re, not RE2."""
+    schema = {"allOf": [{"patternProperties": {"^x-": {}}}], "unevaluatedProperties": False}
+    match = r"'unevaluatedProperties' with 'allOf/0/patternProperties' in one schema is not supported"
+    with pytest.raises(InvalidSchemaError, match=match):
+        check_schema_limits(schema)
+    check_request_limits([{"unevaluatedProperties": False}, {"patternProperties": {"^x-": {}}}])  # two schemas
 
 
 # --- the contract: a JSON value either passes or is a client error ---------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import textwrap
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import pytest
 from hypothesis import given, settings
@@ -33,7 +33,7 @@ def book_trip(
     address: Address,
     cabin: Literal["economy", "business"] = "economy",
     tags: list[str] = [],  # noqa: B006 - a default is copied by pydantic, never shared
-    budget_usd: Optional[float] = None,
+    budget_usd: float | None = None,
 ) -> dict:
     """Book a trip for one traveller."""
     return {"traveller": traveller, "nights": nights, "address": address, "cabin": cabin, "tags": tags}
@@ -49,7 +49,7 @@ class BookTripArgs(BaseModel):
     address: Address
     cabin: Literal["economy", "business"] = "economy"
     tags: list[str] = []
-    budget_usd: Optional[float] = None
+    budget_usd: float | None = None
 
 
 @pytest.fixture

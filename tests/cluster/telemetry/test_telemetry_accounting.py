@@ -176,9 +176,10 @@ def test_cps_rule_for_no_successes(make_harness):
     spent = make_harness()
     spent.request("a", "chat", [("small", 10, _cost(0.5))], duration_ms=10, attrs=FAILURE)
     assert spent.window.snapshot()["overall"]["cps"] == math.inf
+    # The one CPS rule (policies.cost): a free tier that never succeeds is not cheap either.
     free = make_harness()
     free.request("a", "chat", [("small", 10, {})], duration_ms=10, attrs=FAILURE)
-    assert free.window.snapshot()["overall"]["cps"] is None
+    assert free.window.snapshot()["overall"]["cps"] == math.inf
 
 
 def test_empty_window_reports_none_not_zero(harness):

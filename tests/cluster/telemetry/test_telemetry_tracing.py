@@ -94,7 +94,7 @@ def test_unreachable_collector_never_slows_span_end_and_losses_are_counted(proto
     settings = TracingSettings(
         otlp_endpoint=dead_collector,
         otlp_protocol=protocol,
-        export_timeout_s=0.5,
+        export_timeout_s=3.0,  # a span.end() that waited on an export would take this long; none may
         max_queue_size=16,
         max_export_batch_size=8,
         schedule_delay_ms=10,
@@ -108,11 +108,12 @@ def test_unreachable_collector_never_slows_span_end_and_losses_are_counted(proto
         began = time.perf_counter()
         span.end()
         worst = max(worst, time.perf_counter() - began)
-    assert worst < 0.05, f"span.end() blocked for {worst:.3f}s"
+    # Half the export timeout: six times the worst seen on a loaded 2-core machine, yet no blocked call fits.
+    assert worst < settings.export_timeout_s / 2, f"span.end() blocked for {worst:.3f}s"
 
     began = time.perf_counter()
     provider.shutdown()
-    assert time.perf_counter() - began < 10, "shutdown not bounded by the export timeout"
+    assert time.perf_counter() - began < 4 * settings.export_timeout_s, "shutdown not bounded by the export timeout"
     counts = counter.snapshot()
     assert counts.exported == 0
     assert counts.dropped > 0 and counts.failed > 0

@@ -1,7 +1,8 @@
-"""Small deterministic tools shipped for server-side execution demos and tests.
+"""Small deterministic tools the test cluster's gateway executes server-side (`tool_execution: server`).
 
-Register them with `gateway.tools: ["deployments.builtin_tools:add", ...]`; any importable function with
-type hints works the same way.
+The test config registers them as `gateway.tools: ["demo_tools:add", ...]`; the cluster is started with this
+folder (nothing else of tests/, whose `cluster/` would shadow the package) on PYTHONPATH, so that its replicas
+import them. Any importable function with type hints works the same way.
 """
 
 from __future__ import annotations
