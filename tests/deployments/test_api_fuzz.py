@@ -32,6 +32,8 @@ def bounded(case, mode: GenerationMode) -> None:
     if mode is GenerationMode.POSITIVE and isinstance(body.get("model"), str):
         body["model"] = KNOWN_MODELS[len(body["model"]) % len(KNOWN_MODELS)]  # reach tiers, not only the 404
     for field in ("max_tokens", "max_completion_tokens"):
+        if field in body and body[field] is None:  # a valid null means "no limit": generation up to the deadline
+            body[field] = 8
         if isinstance(body.get(field), int) and body[field] > 8:
             body[field] = 8
     if "max_tokens" not in body and "max_completion_tokens" not in body:
