@@ -67,9 +67,13 @@ _ESCAPE = re2.compile(
     r"|u(?P<code>[0-9A-Fa-f]{4})|(?P<other>(?s:.)))",
     _OPTIONS,
 )
-_NOT_ECMA = {
-    "p": r"\p{...} Unicode classes", "P": r"\P{...} Unicode classes", "C": r"\C (any byte)",
-    "Q": r"\Q...\E quoting", "E": r"\Q...\E quoting", "z": r"\z (write $ for the end of the text)",
+_RE2_ONLY = ": an RE2 extension, not JSON Schema (ECMA-262) syntax, that the grammar decoder (XGrammar) does not read"
+_UNICODE_CLASSES = (": Unicode property classes are not supported: RE2 and the grammar decoder (XGrammar) do not read "
+                    "them as ECMA-262 does")
+_REFUSED_ESCAPES = {  # escape letter -> why a pattern using it is refused
+    "p": r"\p{...}" + _UNICODE_CLASSES, "P": r"\P{...}" + _UNICODE_CLASSES, "C": r"\C (any byte)" + _RE2_ONLY,
+    "Q": r"\Q...\E quoting" + _RE2_ONLY, "E": r"\Q...\E quoting" + _RE2_ONLY,
+    "z": r"\z (write $ for the end of the text)" + _RE2_ONLY,
 }
 
 
@@ -84,11 +88,8 @@ def _to_re2(pattern: str) -> str:
             return rf"\x{{{code:X}}}"
         if match["code"] is not None:
             return rf"\x{{{match['code']}}}"
-        if match["other"] in _NOT_ECMA:
-            raise UnsupportedPatternError(
-                f"{_NOT_ECMA[match['other']]}: an RE2 extension, not JSON Schema (ECMA-262) syntax, that the grammar "
-                "decoder (XGrammar) does not read the same way"
-            )
+        if match["other"] in _REFUSED_ESCAPES:
+            raise UnsupportedPatternError(_REFUSED_ESCAPES[match["other"]])
         return match[0]
 
     return _ESCAPE.sub(escape, pattern)

@@ -225,6 +225,11 @@ class _Walk:
                 if isinstance(key, str):
                     self._pattern(key, f"{where}/patternProperties/{_escape(key)}")
         self._unevaluated_with_patterns(node, where)
+        if where and isinstance(node.get("$schema"), str):
+            raise InvalidSchemaError(
+                f"'{_show(where + '/$schema')}': a `$schema` is allowed only at the schema's root: jsonschema "
+                "validates a subschema of another dialect with its stock validator, whose patterns backtrack"
+            )
 
     def _unevaluated_with_patterns(self, node: Mapping[Any, Any], where: str) -> None:
         """jsonschema's ``unevaluatedProperties`` matches ``patternProperties`` with ``re``, not RE2, anywhere

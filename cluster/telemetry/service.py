@@ -7,6 +7,7 @@ report`) reads the same books, fed by records built from the same spans that are
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,19 @@ def deployment_tracer(settings: TracingSettings, service_name: str) -> trace.Tra
     return configure_tracing(resolve_settings(settings, service_name)).get_tracer("slm-cascade")
 
 
+def json_figures(value: Any) -> Any:
+    """``value`` with every non-finite float as None: JSON has no infinity, and a CPS with no success is
+    `math.inf` in the books (`/metrics` keeps it as +Inf). So in the JSON report a null CPS means "nothing
+    succeeded" where the group has requests, and "no requests" where it has none."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_figures(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_figures(item) for item in value]
+    return value
+
+
 class GatewayTelemetry:
     """Tracer, span-built accounting records, Prometheus registry and export counts of one gateway replica.
 
@@ -50,8 +64,8 @@ class GatewayTelemetry:
         self.tracer: trace.Tracer = provider.get_tracer("slm-cascade")
 
     def report(self, snapshot: dict[str, Any]) -> dict[str, Any]:
-        """The books' snapshot with this replica's span-export counts."""
-        return {**snapshot, "spans": dataclasses.asdict(self.export_counter.snapshot())}
+        """The books' snapshot with this replica's span-export counts, as JSON can carry it (`json_figures`)."""
+        return json_figures({**snapshot, "spans": dataclasses.asdict(self.export_counter.snapshot())})
 
     def metrics_text(self, snapshot: dict[str, Any]) -> bytes:
         self._scraped = snapshot  # read by the collector within this same synchronous call

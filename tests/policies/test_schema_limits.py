@@ -5,6 +5,7 @@ patterns RE2 refuses are refused naming where (which ones: ``test_regex_safety``
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import fields
 
@@ -305,3 +306,15 @@ def test_any_json_values_pass_or_raise_invalid_schema_error(values: list[object]
     except InvalidSchemaError:
         return
     assert result is None
+
+
+@pytest.mark.parametrize("where", ["properties", "$defs"])
+def test_a_nested_schema_dialect_is_refused_so_no_pattern_escapes_re2(where: str) -> None:
+    """jsonschema gives a subschema with its own `$schema` the stock validator, which matches with Python's re."""
+    nested = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "string", "pattern": "^(a+)+$"}
+    schema = {"type": "object", where: {"x": nested}}
+    with pytest.raises(InvalidSchemaError, match=re.escape(f"'{where}/x/$schema': a `$schema` is allowed only at")):
+        check_schema_limits(schema)
+    root = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+            "properties": {"$schema": {"type": "string"}}}  # a root dialect, and a property named "$schema"
+    check_schema_limits(root)

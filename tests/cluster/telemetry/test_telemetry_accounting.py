@@ -1,5 +1,6 @@
 """Accounting snapshot against hand-computed figures from a synthetic span set."""
 
+import json
 import math
 import threading
 
@@ -8,6 +9,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_s
 
 from cluster.telemetry import semconv as sc
 from cluster.telemetry.aggregate import SNAPSHOT_KEYS
+from cluster.telemetry.service import json_figures
 from cluster.telemetry.window import RequestWindow, UnknownRequestError
 
 SUCCESS = {sc.CASCADE_OUTCOME: "success"}
@@ -244,3 +246,14 @@ def test_concurrent_requests_are_all_counted(harness):
 def test_window_must_be_bounded():
     with pytest.raises(ValueError):
         RequestWindow(max_requests=None, window_s=None)
+
+
+def test_the_json_report_carries_a_cps_with_no_success_as_null(make_harness):
+    """JSON has no infinity: Starlette refuses to encode one, so the report route would answer 500."""
+    spent = make_harness()
+    spent.request("a", "chat", [("small", 10, _cost(0.5))], duration_ms=10, attrs=FAILURE)
+    snapshot = spent.window.snapshot()
+    assert snapshot["overall"]["cps"] == math.inf
+    figures = json_figures({**snapshot, "nested": [math.nan, 1.5]})
+    assert figures["overall"]["cps"] is None and figures["nested"] == [None, 1.5]
+    json.dumps(figures, allow_nan=False)  # raises on any inf or nan left
