@@ -12,10 +12,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# Bottom first. A module belongs to the layer of the longest prefix that names it.
+# Bottom first. A module belongs to the layer of the longest prefix that names it; a prefix ending in "$" names
+# that one module only, so `cluster` (its docstring) has a layer while a new `cluster/x.py` has none until placed.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("policies",),
-    ("cluster", "cluster.config", "cluster.telemetry", "cluster.store", "cluster.evaluation"),
+    ("cluster$", "cluster.config", "cluster.telemetry", "cluster.store", "cluster.evaluation"),
     ("cluster.adaptation",),
     ("deployments",),
     ("cluster.operations",),
@@ -77,7 +78,9 @@ def layer_of(module: str, layers: Sequence[Sequence[str]] = LAYERS) -> int:
     best, best_length = -1, -1
     for index, prefixes in enumerate(layers):
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best_length:
+            exact = prefix.endswith("$")
+            names = module == prefix.removesuffix("$") or (not exact and module.startswith(prefix + "."))
+            if names and len(prefix) > best_length:
                 best, best_length = index, len(prefix)
     if best < 0:
         raise ValueError(f"{module} is in no layer: add its package to LAYERS")
