@@ -10,8 +10,9 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -24,8 +25,9 @@ from otlp_receiver import OtlpReceiver
 from cluster.operations.client_auth import API_KEY_ENV
 
 # Property tests draw the same examples on every run and every machine (no example database carried between
-# runs): a test that passes once passes in CI, and one that fails, fails for everyone.
-settings.register_profile("deterministic", derandomize=True, database=None)
+# runs): a test that passes once passes in CI, and one that fails, fails for everyone. No per-example deadline:
+# a loaded CI machine can pause a fast example past Hypothesis's 200 ms; speed is the benchmarks' job.
+settings.register_profile("deterministic", derandomize=True, database=None, deadline=None)
 settings.load_profile("deterministic")
 
 CASCADE = str(Path(sys.executable).with_name("cascade"))
@@ -178,6 +180,23 @@ def gateway_handle(cluster: str):
     yield handle
     handle.shutdown()
     ray.shutdown()
+
+
+@pytest.fixture
+def deployment_handle(gateway_handle) -> Iterator[Callable[[str], Any]]:
+    """Opens handles to single deployments of the app (inside the module's Ray connection); each one's router is
+    stopped after the test, for the reason given in `gateway_handle`."""
+    from ray import serve
+
+    opened = []
+
+    def open_handle(deployment: str) -> Any:
+        opened.append(serve.get_deployment_handle(deployment, app_name="slm-cascade"))
+        return opened[-1]
+
+    yield open_handle
+    for handle in opened:
+        handle.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -67,8 +67,9 @@ class _Received:
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
         return [span for span in list(self.spans) if span.trace_id == trace_id]
 
-    def wait_for(self, trace_id: str, names: set[str], timeout_s: float = 20.0) -> list[ReceivedSpan]:
-        """The trace's spans once spans of all `names` arrived (exporters batch), or what came by the timeout."""
+    def wait_for(self, trace_id: str, names: set[str], timeout_s: float = 60.0) -> list[ReceivedSpan]:
+        """The trace's spans once spans of all `names` arrived (exporters batch every 200 ms in the test cluster;
+        the timeout is a cap for a loaded machine), or what came by the timeout."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             spans = self.trace(trace_id)

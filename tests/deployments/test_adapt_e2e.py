@@ -10,6 +10,7 @@ the schema allows only one way, so both models answer it right and the guard mus
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -17,7 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,20 +43,22 @@ SENT: dict[str | None, list[str]] = {}  # the ids of the route's answers, by the
 
 
 def greeting_example(name: str):
+    """Fixed ids: the held-out split is a hash of the id, so every run trains and judges on the same names."""
     from cluster.store.recording import RecordedExample
 
     body = {"messages": [{"role": "user", "content": f"Greet {name}."}], "tools": [GREET], "tool_choice": "required"}
-    answer = {"role": "assistant", "content": None, "tool_calls": [{"id": f"call_{uuid.uuid4().hex[:8]}",
+    answer = {"role": "assistant", "content": None, "tool_calls": [{"id": f"call_{name.lower()}",
               "type": "function", "function": {"name": "greet", "arguments": json.dumps(
                   {"name": name, "language": "fr"})}}]}
-    return RecordedExample.create(ROUTE, "fallback", body, answer)
+    return dataclasses.replace(RecordedExample.create(ROUTE, "fallback", body, answer), id=f"greet-{name.lower()}")
 
 
 def acknowledgement_example(index: int):
     from cluster.store.recording import RecordedExample
 
     body = {"messages": [{"role": "user", "content": f"Acknowledge message {index}."}], "response_format": ONLY_OK}
-    return RecordedExample.create("kept", "fallback", body, {"role": "assistant", "content": '{"ok": true}'})
+    example = RecordedExample.create("kept", "fallback", body, {"role": "assistant", "content": '{"ok": true}'})
+    return dataclasses.replace(example, id=f"acknowledge-{index}")
 
 
 @pytest.fixture(scope="module")
@@ -111,18 +113,23 @@ def greet(cluster: str, name: str = "Zoe") -> httpx.Response:
     return reply
 
 
-def served_by(cluster: str, adapter: str | None, count: int = 4) -> list[httpx.Response]:
+def served_by(cluster: str, adapter: str | None, count: int = 4, max_requests: int = 16) -> list[httpx.Response]:
     """`count` consecutive answers of the route that report `adapter`: both gateway replicas read the ledger
-    within about a second, so earlier answers may still come from the version before."""
+    within about a second, so earlier answers may still come from the version before.
+
+    Bounded by requests, not seconds: an answer takes from 2 s to tens of seconds on a loaded 2-core machine (an
+    escalated one runs both tiers), while a replica that never switches, or flips back, fails at any speed."""
     answers: list[httpx.Response] = []
-
-    def enough() -> bool:
+    for _ in range(max_requests):
+        started = time.monotonic()
         reply = greet(cluster)
-        answers[:] = [*answers, reply] if reply.json()["cascade"]["adapter"] == adapter else []
-        return len(answers) >= count
-
-    wait_for(enough, 60, f"{count} answers of route {ROUTE} with adapter {adapter}", every_s=0)
-    return answers
+        report = reply.json()["cascade"]
+        print(f"route {ROUTE}: adapter {report['adapter']}, final tier {report['final_tier']}, "
+              f"{time.monotonic() - started:.1f} s")
+        answers = [*answers, reply] if report["adapter"] == adapter else []
+        if len(answers) >= count:
+            return answers
+    pytest.fail(f"not {count} consecutive answers of route {ROUTE} with adapter {adapter} in {max_requests}")
 
 
 def arguments(reply: httpx.Response) -> dict[str, Any]:
@@ -221,7 +228,11 @@ def test_an_adapter_whose_live_success_drops_is_rolled_back_automatically(record
 
     version = wait_for(rolled_back, 60, "the automatic rollback")
     assert version["version"] == 2 and version["adapter"] == adapter
-    # the watch may judge before the last failure report lands: 1 of 4 is a drop past 25% already
-    assert re.fullmatch(r"automatic: live success [01]/\d+ \(\d+%\) since promotion vs (\d+)/\1 \(100%\) before: "
-                        r"dropped more than 25%", version["reason"]), version["reason"]
+    # The watch judges half a second after the first reports land, perhaps before the last: any count that is a
+    # drop of more than 25% from the baseline's 100% (at least 4 requests on each side) is the right decision.
+    judged = re.fullmatch(r"automatic: live success (\d+)/(\d+) \(\d+%\) since promotion vs (\d+)/\3 \(100%\) "
+                          r"before: dropped more than 25%", version["reason"])
+    assert judged, version["reason"]
+    successes, requests, baseline = map(int, judged.groups())
+    assert requests >= 4 and baseline >= 4 and successes / requests < 0.75, version["reason"]
     served_by(cluster, None)

@@ -45,13 +45,11 @@ def test_unknown_adapters_are_refused_and_the_tier_keeps_serving(cluster: str, m
     assert ask(cluster, "slm").status_code == 200
 
 
-def test_requests_for_an_adapter_stay_on_the_replica_that_holds_it(cluster: str, gateway_handle) -> None:
-    from ray import serve
-
+def test_requests_for_an_adapter_stay_on_the_replica_that_holds_it(cluster: str, deployment_handle) -> None:
     for _ in range(6):
         for adapter in ("alpha", "beta"):
             assert ask(cluster, f"slm:{adapter}", max_tokens=2).status_code == 200
-    tier = serve.get_deployment_handle("tier-slm", app_name="slm-cascade")
+    tier = deployment_handle("tier-slm")
     held: dict[str, list[str]] = {}
     for _ in range(40):  # the router spreads these plain calls over both replicas
         answer = tier.adapters.remote().result()

@@ -90,12 +90,10 @@ def test_remote_tier_is_reached_over_http_and_priced_from_its_usage(cluster: str
     assert remote_key not in response.text
 
 
-def test_judge_deployment_scores_the_answer_it_is_given_deterministically(cluster: str, gateway_handle) -> None:
+def test_judge_deployment_scores_the_answer_it_is_given_deterministically(cluster: str, deployment_handle) -> None:
     """The route's judge scores the SLM's answer; asked again directly about the same answer, the judge deployment
     gives the same score (temperature 0). Whether the bundled judge scores right answers above wrong ones is
     measured, not asserted: `bench/experiments/judge_quality.py` (it does not, see docs/cascade.md)."""
-    from ray import serve
-
     from policies.verifiers import Candidate
 
     body = {"model": "cascade", "messages": [{"role": "user", "content": "Name a fruit."}], "max_tokens": 5,
@@ -103,7 +101,7 @@ def test_judge_deployment_scores_the_answer_it_is_given_deterministically(cluste
     response = chat(cluster, body, route="judged")
     report = response.json()["cascade"]
     answer = response.json()["choices"][0]["message"]["content"]
-    judge = serve.get_deployment_handle("judge-judged", "slm-cascade")
+    judge = deployment_handle("judge-judged")
     again = judge.verify.remote(body, Candidate(text=answer)).result(timeout_s=120)
     assert report["verifier_scores"]["judge"] == pytest.approx(again.score, abs=1e-6)
     assert 0.0 < again.score < 1.0 and again.name == "judge"

@@ -74,9 +74,11 @@ def _ask(openai_client, name: str, schema: dict) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def answers(openai_client) -> dict[str, tuple[str, str]]:
-    """All schemas asked at once, so the engine batches them as it would under load."""
+    """All schemas asked at once, so the engine batches them as it would under load (eight answers of up to 200
+    tokens in one batch on a loaded 2-core machine: a client timeout far above the 120 s of single requests)."""
+    client = openai_client.with_options(timeout=600)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        futures = {name: pool.submit(_ask, openai_client, name, schema) for name, schema in SCHEMAS.items()}
+        futures = {name: pool.submit(_ask, client, name, schema) for name, schema in SCHEMAS.items()}
         return {name: future.result() for name, future in futures.items()}
 
 

@@ -45,7 +45,7 @@ def test_models_lists_default_alias_and_every_tier(openai_client) -> None:
 
 def test_plain_chat_returns_text_usage_and_cascade_report(openai_client) -> None:
     response = openai_client.chat.completions.create(
-        model="cascade", messages=[{"role": "user", "content": "Say hello."}], max_tokens=12
+        model="cascade", messages=[{"role": "user", "content": "Say hello."}], max_tokens=12, temperature=0
     )
     assert response.choices[0].message.content
     assert 0 < response.usage.completion_tokens <= 12
@@ -57,7 +57,7 @@ def test_plain_chat_returns_text_usage_and_cascade_report(openai_client) -> None
 def test_logprobs_are_returned_per_generated_token(openai_client) -> None:
     response = openai_client.chat.completions.create(
         model="slm", messages=[{"role": "user", "content": "Count to three."}], max_tokens=8, logprobs=True,
-        top_logprobs=2,
+        top_logprobs=2, temperature=0,
     )
     tokens = response.choices[0].logprobs.content
     assert len(tokens) == response.usage.completion_tokens
@@ -66,7 +66,7 @@ def test_logprobs_are_returned_per_generated_token(openai_client) -> None:
 
 def test_tier_streaming_yields_chunks_that_concatenate_to_the_answer(openai_client) -> None:
     stream = openai_client.chat.completions.create(
-        model="slm", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=10, stream=True
+        model="slm", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=10, stream=True, temperature=0
     )
     pieces = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
     assert len(pieces) > 1
@@ -134,7 +134,7 @@ def test_json_object_response_format_is_json(openai_client) -> None:
 
 def test_python_handle_call_matches_http_shape(gateway_handle) -> None:
     body = gateway_handle.chat.remote(
-        {"model": "cascade", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5}
+        {"model": "cascade", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "temperature": 0}
     ).result(timeout_s=120)
     assert body["object"] == "chat.completion"
     assert body["cascade"]["final_tier"] == "slm"

@@ -56,7 +56,7 @@ def test_a_tier_streamed_by_name_is_traced_and_accounted(cluster: str, otlp_rece
 
 def test_a_client_that_asks_for_usage_gets_the_usage_chunk(cluster: str) -> None:
     body = {"model": "slm", "stream": True, "max_tokens": 6, "stream_options": {"include_usage": True},
-            "messages": [{"role": "user", "content": "Say hello."}]}
+            "temperature": 0, "messages": [{"role": "user", "content": "Say hello."}]}
     with httpx.stream("POST", f"{cluster}/v1/chat/completions", json=body, headers=ADMIN_HEADERS,
                       timeout=120) as response:
         chunks = [json.loads(event) for event in events_of(response)[:-1]]
@@ -99,7 +99,8 @@ def test_a_client_gone_mid_stream_aborts_the_engine_request_and_the_books_say_so
 
 def test_a_stream_over_a_python_handle_is_accounted(gateway_handle, otlp_receiver) -> None:
     trace_id = secrets.token_hex(16)
-    body = {"model": "slm", "stream": True, "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]}
+    body = {"model": "slm", "stream": True, "max_tokens": 5, "temperature": 0,
+            "messages": [{"role": "user", "content": "Hi"}]}
     lines = list(gateway_handle.options(stream=True).chat_stream.remote(
         body, None, {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}))
     assert lines[-1] == "data: [DONE]\n\n"

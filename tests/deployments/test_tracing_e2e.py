@@ -20,7 +20,8 @@ def test_request_spans_form_one_tree_across_deployments(cluster: str, otlp_recei
     response = httpx.post(
         f"{cluster}/v1/chat/completions",
         headers={"traceparent": f"00-{trace_id}-{caller_span}-01", **ADMIN_HEADERS},
-        json={"model": "cascade", "messages": [{"role": "user", "content": "Say yes."}], "max_tokens": 4},
+        json={"model": "cascade", "messages": [{"role": "user", "content": "Say yes."}], "max_tokens": 4,
+              "temperature": 0},
         timeout=120,
     )
     assert response.status_code == 200
