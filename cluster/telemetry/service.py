@@ -6,14 +6,13 @@ report`) reads the same books, fed by records built from the same spans that are
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
+from pydantic_core import to_jsonable_python
 
 from cluster.telemetry.accounting import AccountingSpanProcessor
 from cluster.telemetry.aggregate import RequestRecord
@@ -30,19 +29,6 @@ def resolve_settings(settings: TracingSettings, service_name: str) -> TracingSet
 def deployment_tracer(settings: TracingSettings, service_name: str) -> trace.Tracer:
     """A tracer for a deployment other than the gateway: its spans are exported, not accounted."""
     return configure_tracing(resolve_settings(settings, service_name)).get_tracer("slm-cascade")
-
-
-def json_figures(value: Any) -> Any:
-    """``value`` with every non-finite float as None: JSON has no infinity, and a CPS with no success is
-    `math.inf` in the books (`/metrics` keeps it as +Inf). So in the JSON report a null CPS means "nothing
-    succeeded" where the group has requests, and "no requests" where it has none."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: json_figures(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [json_figures(item) for item in value]
-    return value
 
 
 class GatewayTelemetry:
@@ -64,8 +50,13 @@ class GatewayTelemetry:
         self.tracer: trace.Tracer = provider.get_tracer("slm-cascade")
 
     def report(self, snapshot: dict[str, Any]) -> dict[str, Any]:
-        """The books' snapshot with this replica's span-export counts, as JSON can carry it (`json_figures`)."""
-        return json_figures({**snapshot, "spans": dataclasses.asdict(self.export_counter.snapshot())})
+        """The books' snapshot with this replica's span-export counts, every non-finite figure as null.
+
+        JSON has no infinity (Starlette would refuse to encode one, and the route answer 500), and a CPS with no
+        success is `math.inf` in the books (`/metrics` keeps it as +Inf). So in the JSON report a null CPS means
+        "nothing succeeded" where the group has requests, and "no requests" where it has none."""
+        report = {**snapshot, "spans": self.export_counter.snapshot()}
+        return to_jsonable_python(report, inf_nan_mode="null")
 
     def metrics_text(self, snapshot: dict[str, Any]) -> bytes:
         self._scraped = snapshot  # read by the collector within this same synchronous call

@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import pytest
 import yaml
 from auth_keys import ADMIN_HEADERS
 from cluster_state import CLUSTER_CONFIG_NAME, cluster_state_dir
+from polling import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -91,16 +91,6 @@ def running_replicas() -> set[tuple[str, str, int]]:
     assert result.returncode == 0, result.stderr[-2000:]
     return {(r["deployment"], r["replica_id"], r["pid"]) for r in json.loads(result.stdout)["replicas"]
             if r["state"] == "RUNNING"}
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, every_s: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every_s)
-    pytest.fail(f"not within {timeout_s:g} s: {what}")
 
 
 def greet(cluster: str, name: str = "Zoe") -> httpx.Response:

@@ -11,18 +11,10 @@ import time
 import httpx
 from auth_keys import ADMIN_HEADERS
 
-SPAN_WAIT_S = 30.0
-
 
 def spans_of(receiver, trace_id: str, names: set[str]) -> dict:
     """The trace's spans by name once all of `names` have arrived (the gateway exports every 0.2 s here)."""
-    deadline = time.monotonic() + SPAN_WAIT_S
-    while time.monotonic() < deadline:
-        spans = {span.name: span for span in receiver.trace(trace_id)}
-        if names <= set(spans):
-            return spans
-        time.sleep(0.2)
-    return {span.name: span for span in receiver.trace(trace_id)}
+    return {span.name: span for span in receiver.wait_for(trace_id, names)}
 
 
 def traced(trace_id: str) -> dict[str, str]:

@@ -7,6 +7,7 @@ import threading
 import time
 
 from opentelemetry import trace
+from polling import wait_for
 
 from deployments.tool_execution import ToolExecutor
 from policies.tool_registry import ToolRegistry
@@ -57,11 +58,5 @@ def test_a_hanging_tool_times_out_as_unknown_and_a_full_pool_refuses_instead_of_
     assert first["executed"] is None and "no result within" in first["error"]
     assert second["executed"] is False and "busy" in second["error"]
     release.set()  # the hung thread returns and goes back to the pool: then a call runs again
-
-    def add_runs() -> bool:
-        return run(tools, message(("add", '{"a": 1, "b": 1}')))[0].get("result") == 2
-
-    deadline = time.monotonic() + 10
-    while not add_runs():
-        assert time.monotonic() < deadline, "the thread came back to the pool"
-        time.sleep(0.05)
+    wait_for(lambda: run(tools, message(("add", '{"a": 1, "b": 1}')))[0].get("result") == 2, 10,
+             "the thread came back to the pool", every_s=0.05)

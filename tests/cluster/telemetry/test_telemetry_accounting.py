@@ -9,7 +9,8 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_s
 
 from cluster.telemetry import semconv as sc
 from cluster.telemetry.aggregate import SNAPSHOT_KEYS
-from cluster.telemetry.service import json_figures
+from cluster.telemetry.service import GatewayTelemetry
+from cluster.telemetry.tracing import TracingSettings
 from cluster.telemetry.window import RequestWindow, UnknownRequestError
 
 SUCCESS = {sc.CASCADE_OUTCOME: "success"}
@@ -254,6 +255,8 @@ def test_the_json_report_carries_a_cps_with_no_success_as_null(make_harness):
     spent.request("a", "chat", [("small", 10, _cost(0.5))], duration_ms=10, attrs=FAILURE)
     snapshot = spent.window.snapshot()
     assert snapshot["overall"]["cps"] == math.inf
-    figures = json_figures({**snapshot, "nested": [math.nan, 1.5]})
-    assert figures["overall"]["cps"] is None and figures["nested"] == [None, 1.5]
-    json.dumps(figures, allow_nan=False)  # raises on any inf or nan left
+    telemetry = GatewayTelemetry(TracingSettings(service_name="report-test"), sink=lambda record: None)
+    report = telemetry.report({**snapshot, "nested": [math.nan, 1.5]})
+    assert report["overall"]["cps"] is None and report["nested"] == [None, 1.5]
+    assert report["spans"] == {"exported": 0, "failed": 0, "dropped": 0}
+    json.dumps(report, allow_nan=False)  # raises on any inf or nan left
